@@ -51,4 +51,53 @@ static inline bool rvt_await(bool (*pred)(void *), void *arg) {
   return false;
 }
 
+/*
+ * A minimal HTTP/1.0 GET or POST over rt's TCP, for tests of the admin
+ * server: returns the status code and a malloc'd body, or -1.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline int rvt_http(uint16_t port, const char *method, const char *path, const char *body,
+                           char **out_body) {
+  rv_conn *c;
+  *out_body = NULL;
+  rv_ctx *ctx = rv_ctx_with_timeout(NULL, RVT_BOUND_NS);
+  if (rv_tcp_connect(&c, "127.0.0.1", port, ctx) != RV_OK) {
+    rv_ctx_free(ctx);
+    return -1;
+  }
+  char req[1024];
+  int n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n",
+                   method, path, body ? strlen(body) : 0);
+  int status = -1;
+  if (rv_conn_write_all(c, req, (size_t)n, ctx) == RV_OK &&
+      (!body || rv_conn_write_all(c, body, strlen(body), ctx) == RV_OK)) {
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap + 1);
+    ssize_t r;
+    while (buf && (r = rv_conn_read(c, buf + len, cap - len, ctx)) > 0) {
+      len += (size_t)r;
+      if (len == cap) {
+        char *nb = realloc(buf, (cap *= 2) + 1);
+        if (!nb)
+          break;
+        buf = nb;
+      }
+    }
+    if (buf) {
+      buf[len] = 0;
+      char *sep = strstr(buf, "\r\n\r\n");
+      if (sep && sscanf(buf, "HTTP/1.%*d %d", &status) == 1) {
+        *out_body = strdup(sep + 4);
+      }
+      free(buf);
+    }
+  }
+  rv_conn_close(c);
+  rv_ctx_free(ctx);
+  return status;
+}
+
 #endif

@@ -6,13 +6,12 @@
  * reg->mu before t->mu.  Neither is held across anything that blocks.
  */
 #include "obs/registry.h"
+#include "obs/log.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 struct rv_registry {
   rv_rawmu mu;
@@ -201,14 +200,9 @@ void rv__wait_end(rv_thread *t) {
 }
 
 static void default_log(const char *level, const char *msg) {
-  char ts[40];
-  int64_t w = rv_wall_ns();
-  time_t secs = (time_t)(w / RV_NS_PER_S);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-  fprintf(stderr, "ts=%s.%03dZ level=%s comp=locks %s\n", ts,
-          (int)((w % RV_NS_PER_S) / RV_NS_PER_MS), level, msg);
+  char ts[RV_LOG_TS_MAX];
+  rv_log_format_ts(ts, rv_wall_ns());
+  fprintf(stderr, "ts=%s level=%s comp=locks %s\n", ts, level, msg);
 }
 
 void rv__check_recursive_read(rv_thread *t, uint64_t lock_id, const char *lock_name,

@@ -1,0 +1,40 @@
+# A thin wrapper over CMake + Ninja so the everyday commands are short.
+#   make test    bootstrap, build, run every test, then again under ASan+UBSan
+#   make         build (build/ravel, build/libravel.{a,so})
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+CTEST_JOBS ?= 2
+
+.PHONY: all bootstrap build build-asan test test-fast test-asan install clean
+
+all: build
+
+bootstrap:
+	scripts/bootstrap
+
+build:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD)
+
+# The sanitizer build uses clang so that the libFuzzer targets are built and run too.
+build-asan:
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DRAVEL_SANITIZE=ON
+	cmake --build $(ASAN_BUILD)
+
+test-fast: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(CTEST_JOBS)
+
+test-asan: build-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(CTEST_JOBS)
+
+# The README's test command: everything CI runs.
+test: bootstrap
+	$(MAKE) test-fast
+	$(MAKE) test-asan
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
