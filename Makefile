@@ -1,11 +1,12 @@
 # A thin wrapper over CMake + Ninja so the everyday commands are short.
-#   make test    bootstrap, build, run every test, then again under ASan+UBSan
+#   make test    bootstrap, build, run every test, then again under ASan+UBSan and under TSan
 #   make         build (build/ravel, build/libravel.{a,so})
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 CTEST_JOBS ?= 2
 
-.PHONY: all bootstrap build build-asan test test-fast test-asan install clean
+.PHONY: all bootstrap build build-asan build-tsan test test-fast test-asan test-tsan install clean
 
 all: build
 
@@ -21,6 +22,10 @@ build-asan:
 	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DRAVEL_SANITIZE=ON
 	cmake --build $(ASAN_BUILD)
 
+build-tsan:
+	cmake -S . -B $(TSAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DRAVEL_TSAN=ON
+	cmake --build $(TSAN_BUILD)
+
 test-fast: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(CTEST_JOBS)
 
@@ -28,10 +33,15 @@ test-asan: build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(CTEST_JOBS)
 
+test-tsan: build-tsan
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -j $(CTEST_JOBS)
+
 # The README's test command: everything CI runs.
 test: bootstrap
 	$(MAKE) test-fast
 	$(MAKE) test-asan
+	$(MAKE) test-tsan
 
 install: build
 	cmake --install $(BUILD)

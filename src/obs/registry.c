@@ -125,7 +125,13 @@ void rv__registry_remove_thread(rv_thread *t) {
 }
 
 uint64_t rv_thread_id(const rv_thread *t) { return t->id; }
-int rv_thread_tid(const rv_thread *t) { return t->tid; }
+int rv_thread_tid(const rv_thread *t) {
+  rv_thread *m = (rv_thread *)t; /* the lock is not part of the record's value */
+  rv_rawmu_lock(&m->mu);
+  int tid = m->tid;
+  rv_rawmu_unlock(&m->mu);
+  return tid;
+}
 
 void rv_thread_set_task(const char *fmt, ...) {
   rv_thread *t = rv_thread_self();
@@ -293,9 +299,9 @@ rv_snapshot *rv_snapshot_take(rv_registry *reg) {
   for (rv_thread *t = last; t; t = t->prev) {
     rv_thread_snap *ts = &s->threads[s->nthreads++];
     ts->id = t->id;
-    ts->tid = t->tid;
     ts->started_ns = t->started_ns;
     rv_rawmu_lock(&t->mu);
+    ts->tid = t->tid;
     memcpy(ts->name, t->name, sizeof ts->name);
     memcpy(ts->role, t->role, sizeof ts->role);
     memcpy(ts->task, t->task, sizeof ts->task);

@@ -216,7 +216,9 @@ static void thread_free(rv_thread *t) {
 static void *thread_main(void *arg) {
   rv_thread *t = arg;
   rt_self = t;
+  rv_rawmu_lock(&t->mu); /* dumpers may be reading the record already */
   t->tid = (int)gettid();
+  rv_rawmu_unlock(&t->mu);
   char os_name[16]; /* the kernel keeps 15 bytes: what gdb and top show */
   snprintf(os_name, sizeof os_name, "%s", t->name);
   pthread_setname_np(pthread_self(), os_name);
