@@ -1,25 +1,44 @@
-/* The ravel command: subcommands are added as their components land. */
+/* The ravel command: one binary, one subcommand per component. */
+#include "cli/cli.h"
+
 #include <stdio.h>
 #include <string.h>
 
+typedef struct subcommand {
+  const char *name;
+  int (*fn)(int argc, char **argv);
+  const char *help;
+} subcommand;
+
+static const subcommand subcommands[] = {
+    {"coord", cmd_coord, "run the coordination server (locks, sessions, config; RESP on :7400)"},
+};
+
 static void usage(FILE *f) {
-  fprintf(f, "usage: ravel COMMAND [OPTIONS]\n\n"
-             "commands:\n"
-             "  help       show this help\n"
-             "  version    print the version\n");
+  fprintf(f, "usage: ravel COMMAND [OPTIONS]   (ravel COMMAND --help for its options)\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+    fprintf(f, "  %-10s %s\n", subcommands[i].name, subcommands[i].help);
+  fprintf(f, "  %-10s %s\n  %-10s %s\n", "help", "show this help", "version", "print the version");
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
-      strcmp(argv[1], "-h") == 0) {
-    usage(stdout);
-    return argc < 2 ? 2 : 0;
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
   }
-  if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("ravel 0.1.0\n");
     return 0;
   }
-  fprintf(stderr, "ravel: unknown command '%s'\n", argv[1]);
+  for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+    if (strcmp(cmd, subcommands[i].name) == 0)
+      return subcommands[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "ravel: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;
 }

@@ -1,0 +1,7 @@
+/* The ravel command's subcommands: each parses its own options and returns an exit code. */
+#ifndef RAVEL_CLI_H
+#define RAVEL_CLI_H
+
+int cmd_coord(int argc, char **argv);
+
+#endif
