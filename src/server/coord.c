@@ -431,7 +431,7 @@ static bool count_waiting(const rv_lt_waiter_view *v, void *arg) {
 /* One session as a flat map; with_lists adds its held and awaited locks. */
 static void out_session(rv_coord *c, rv_resp_out *o, const rv_lt_session_view *s, int64_t now,
                         bool with_lists) {
-  rv_resp_out_array(o, 2 * (5 + IDENTITY_FIELDS + (with_lists ? 2 : 0)));
+  rv_resp_out_array(o, 2 * (6 + IDENTITY_FIELDS + (with_lists ? 2 : 0)));
   out_kv_int(o, "session", (int64_t)s->id);
   out_identity(o, &s->identity);
   out_kv_int(o, "ttl_ms", ns_to_ms(s->ttl_ns));
