@@ -171,15 +171,25 @@ static void conn_flush(cconn *k) {
   }
 }
 
+/* Every error reply goes through here, so ravel_coord_errors_total counts them all. */
+static void reply_err(cconn *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply_err(cconn *k, const char *fmt, ...) {
+  char msg[RV_RESP_OUT_ERRORF_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  rv_counter_inc(k->srv->m.errors);
+  rv_resp_out_error(&k->out, msg);
+}
+
 /* An error from the lock table: "-CODE specific message". */
 static void reply_lt_error(cconn *k, int err) {
-  rv_counter_inc(k->srv->m.errors);
-  rv_resp_out_errorf(&k->out, "%s %s", rv_lt_errcode(err), rv_lt_errmsg(k->srv->lt));
+  reply_err(k, "%s %s", rv_lt_errcode(err), rv_lt_errmsg(k->srv->lt));
 }
 
 static void reply_usage(cconn *k, const char *usage) {
-  rv_counter_inc(k->srv->m.errors);
-  rv_resp_out_errorf(&k->out, "ERR wrong arguments: usage: %s", usage);
+  reply_err(k, "ERR wrong arguments: usage: %s", usage);
 }
 
 static int64_t ns_to_ms(int64_t ns) { return ns / RV_NS_PER_MS; }
@@ -218,7 +228,7 @@ static void handle_events(rv_coord *c) {
       break;
     case RV_LT_EV_WAITER_DROPPED:
       if (k && k->blocked == BLOCK_LOCK && k->block_waiter == e->waiter_id) {
-        rv_resp_out_errorf(&k->out, "%s session %" PRIu64 " %s while waiting for lock %s",
+        reply_err(k, "%s session %" PRIu64 " %s while waiting for lock %s",
                            e->reason == RV_LT_DROP_SESSION_EXPIRED ? "EXPIRED" : "CLOSED",
                            e->session_id,
                            e->reason == RV_LT_DROP_SESSION_EXPIRED ? "expired" : "was closed",
@@ -338,14 +348,13 @@ static bool cmd_session_open(cmdctx *x) {
     } else {
       char opt[32];
       arg_cstr(key, opt, sizeof opt);
-      rv_resp_out_errorf(&x->k->out, "ERR unknown option '%s': usage: %s", opt, usage);
+      reply_err(x->k, "ERR unknown option '%s': usage: %s", opt, usage);
       return false;
     }
   }
-  if (ttl_ms <= 0 || ttl_ms > INT64_MAX / RV_NS_PER_MS) {
-    rv_resp_out_errorf(&x->k->out, "BADTTL ttl_ms %" PRId64 " is out of range: must be %" PRId64
-                       "..%" PRId64 " ms", ttl_ms, ns_to_ms(RV_LT_TTL_MIN_NS),
-                       ns_to_ms(RV_LT_TTL_MAX_NS));
+  if (ttl_ms < ns_to_ms(RV_LT_TTL_MIN_NS) || ttl_ms > ns_to_ms(RV_LT_TTL_MAX_NS)) {
+    reply_err(x->k, "BADTTL ttl_ms %" PRId64 " is out of range: must be %" PRId64 "..%" PRId64 " ms",
+              ttl_ms, ns_to_ms(RV_LT_TTL_MIN_NS), ns_to_ms(RV_LT_TTL_MAX_NS));
     return false;
   }
   uint64_t sid;
@@ -513,15 +522,17 @@ static bool cmd_lock_acquire(cmdctx *x) {
                            .deadline_ns = RV_LT_NO_DEADLINE,
                            .lock_delay_ns = c->lock_delay_ns,
                            .cookie = (uint64_t)(uintptr_t)x->k};
+  bool nowait = false, wait = false;
   for (size_t i = 3; i < cmd->argc; i++) {
     const rv_resp_arg *a = &cmd->argv[i];
     int64_t ms;
     if (rv_resp_arg_is(a, "NOWAIT")) {
       req.mode = RV_LT_TRY;
+      nowait = true;
     } else if (rv_resp_arg_is(a, "WAIT") && i + 1 < cmd->argc && arg_i64(&cmd->argv[i + 1], &ms)) {
+      wait = true;
       if (ms < 0 || ms > INT64_MAX / RV_NS_PER_MS / 2) {
-        rv_resp_out_errorf(&x->k->out, "ERR WAIT %" PRId64 " ms is out of range: must be >= 0",
-                           ms);
+        reply_err(x->k, "ERR WAIT %" PRId64 " ms is out of range: must be >= 0", ms);
         return false;
       }
       req.deadline_ns = x->now + ms * RV_NS_PER_MS;
@@ -531,8 +542,8 @@ static bool cmd_lock_acquire(cmdctx *x) {
     } else if (rv_resp_arg_is(a, "DELAY") && i + 1 < cmd->argc &&
                arg_i64(&cmd->argv[i + 1], &ms)) {
       if (ms < 0 || ms > ns_to_ms(RV_LT_LOCK_DELAY_MAX_NS)) {
-        rv_resp_out_errorf(&x->k->out, "BADDELAY DELAY %" PRId64 " ms is out of range: must be 0..%" PRId64,
-                           ms, ns_to_ms(RV_LT_LOCK_DELAY_MAX_NS));
+        reply_err(x->k, "BADDELAY DELAY %" PRId64 " ms is out of range: must be 0..%" PRId64, ms,
+                  ns_to_ms(RV_LT_LOCK_DELAY_MAX_NS));
         return false;
       }
       req.lock_delay_ns = ms * RV_NS_PER_MS;
@@ -541,6 +552,10 @@ static bool cmd_lock_acquire(cmdctx *x) {
       reply_usage(x->k, usage);
       return false;
     }
+  }
+  if (nowait && wait) {
+    reply_err(x->k, "ERR NOWAIT and WAIT contradict each other: give one");
+    return false;
   }
   rv_lt_acquire_res res;
   int rc = rv_lt_acquire(c->lt, x->now, &req, &res);
@@ -655,7 +670,7 @@ static bool cmd_lock_cancel(cmdctx *x) {
       continue;
     cconn *w = (cconn *)(uintptr_t)f.cookie;
     if (w && w->blocked == BLOCK_LOCK && w->block_waiter == a.ids[i]) {
-      rv_resp_out_errorf(&w->out, "CANCELLED lock wait cancelled by LOCK.CANCEL");
+      rv_resp_out_error(&w->out, "CANCELLED lock wait cancelled by LOCK.CANCEL");
       unblock(w);
     }
   }
@@ -795,7 +810,7 @@ static bool cmd_select(cmdctx *x) {
   if (x->cmd->argc != 2 || !arg_i64(&x->cmd->argv[1], &db))
     reply_usage(x->k, "SELECT 0");
   else if (db != 0)
-    rv_resp_out_error(&x->k->out, "ERR DB index is out of range: coord has only database 0");
+    reply_err(x->k, "ERR DB index is out of range: coord has only database 0");
   else
     rv_resp_out_simple(&x->k->out, "OK");
   return false;
@@ -844,7 +859,7 @@ static bool cmd_info(cmdctx *x) {
                    c->port, (rv_wall_ns() - c->started_wall_ns) / RV_NS_PER_S, c->boot,
                    c->nconns, st.sessions, st.locks, st.waiters, rv_lt_token_last(c->lt));
   if (n < 0) {
-    rv_resp_out_error(&x->k->out, "OOM cannot render INFO");
+    reply_err(x->k, "OOM cannot render INFO");
     return false;
   }
   rv_resp_out_bulk(&x->k->out, s, (size_t)n);
@@ -890,9 +905,8 @@ static bool dispatch(cconn *k, const rv_resp_cmd *cmd) {
   }
   char name[64];
   arg_cstr(&cmd->argv[0], name, sizeof name);
-  rv_counter_inc(k->srv->m.errors);
-  rv_resp_out_errorf(&k->out, "ERR unknown command '%s': coord speaks SESSION.*, LOCK.*, CFG.* "
-                     "(see docs/coord.md)", name);
+  reply_err(k, "ERR unknown command '%s': coord speaks SESSION.*, LOCK.*, CFG.* (see docs/coord.md)",
+            name);
   return false;
 }
 
