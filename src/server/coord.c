@@ -22,6 +22,7 @@
 #include "core/locktable.h"
 #include "obs/admin.h"
 #include "proto/resp.h"
+#include "server/coord_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,60 +34,6 @@
 #include <unistd.h>
 
 #define COORD_STATE_FILE "coord.state"
-/* Replies larger than this close the connection (a LOCK.LIST of everything is well below). */
-#define COORD_REPLY_MAX_BYTES (64u << 20)
-
-typedef enum block_kind { BLOCK_NONE, BLOCK_LOCK } block_kind;
-
-typedef struct cconn {
-  rv_coord *srv;
-  rv_sconn *sc;
-  rv_resp_parser parser;
-  rv_resp_out out;
-  block_kind blocked;
-  uint64_t block_session;
-  uint64_t block_waiter;
-  int64_t block_since_ns;
-  char name[64];
-  uint64_t id;
-  struct cconn *next, *prev;
-} cconn;
-
-struct rv_coord {
-  rv_loop *loop;
-  bool own_loop;
-  rv_lt *lt;
-  rv_lt_events ev;
-  rv_timer *timer;
-  rv_log *log;
-  bool own_log;
-  rv_metrics *metrics;
-  bool own_metrics;
-  rv_admin *admin;
-  uint16_t port, admin_port;
-  char data_dir[512];
-  uint64_t boot;
-  int64_t lock_delay_ns;
-  int64_t started_wall_ns;
-  cconn *conns;
-  size_t nconns;
-  uint64_t next_conn_id;
-  struct {
-    rv_counter_child *commands, *errors;
-    rv_histogram_child *wait_seconds, *handoff_seconds;
-  } m;
-  rv_timer *metrics_timer;
-  /* What the admin thread may read: copied from the loop thread under pub_mu. */
-  rv_rawmu pub_mu;
-  rv_lt_stats pub_stats;
-  size_t pub_conns;
-  size_t pub_nlocks;
-  struct {
-    char name[RV_LT_NAME_MAX_BYTES + 1];
-    double oldest_wait_s;
-    size_t waiters;
-  } pub_locks[64];
-};
 
 /* ---- coord.state: boots and the fencing-token ceiling ------------------------------- */
 
@@ -159,7 +106,7 @@ static void publish_stats(rv_coord *c);
 
 /* ---- replies ------------------------------------------------------------------------- */
 
-static void conn_flush(cconn *k) {
+void  rv__coord_conn_flush(cconn *k) {
   if (k->out.overflow) {
     rv_resp_out_rewind(&k->out, 0);
     k->out.overflow = false;
@@ -172,8 +119,8 @@ static void conn_flush(cconn *k) {
 }
 
 /* Every error reply goes through here, so ravel_coord_errors_total counts them all. */
-static void reply_err(cconn *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void reply_err(cconn *k, const char *fmt, ...) {
+void  rv__coord_reply_err(cconn *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void  rv__coord_reply_err(cconn *k, const char *fmt, ...) {
   char msg[RV_RESP_OUT_ERRORF_MAX];
   va_list ap;
   va_start(ap, fmt);
@@ -185,21 +132,21 @@ static void reply_err(cconn *k, const char *fmt, ...) {
 
 /* An error from the lock table: "-CODE specific message". */
 static void reply_lt_error(cconn *k, int err) {
-  reply_err(k, "%s %s", rv_lt_errcode(err), rv_lt_errmsg(k->srv->lt));
+  rv__coord_reply_err(k, "%s %s", rv_lt_errcode(err), rv_lt_errmsg(k->srv->lt));
 }
 
-static void reply_usage(cconn *k, const char *usage) {
-  reply_err(k, "ERR wrong arguments: usage: %s", usage);
+void  rv__coord_reply_usage(cconn *k, const char *usage) {
+  rv__coord_reply_err(k, "ERR wrong arguments: usage: %s", usage);
 }
 
-static int64_t ns_to_ms(int64_t ns) { return ns / RV_NS_PER_MS; }
+int64_t  rv__coord_ns_to_ms(int64_t ns) { return ns / RV_NS_PER_MS; }
 
 /* ---- blocked connections ----------------------------------------------------------------- */
 
-static void unblock(cconn *k) {
+void  rv__coord_unblock(cconn *k) {
   k->blocked = BLOCK_NONE;
   k->block_waiter = 0;
-  conn_flush(k);
+  rv__coord_conn_flush(k);
   rv_sconn_resume(k->sc);
 }
 
@@ -214,7 +161,7 @@ static void handle_events(rv_coord *c) {
       rv_histogram_observe(c->m.wait_seconds, (double)e->waited_ns / RV_NS_PER_S);
       if (k && k->blocked == BLOCK_LOCK && k->block_waiter == e->waiter_id) {
         rv_resp_out_int(&k->out, (int64_t)e->token);
-        unblock(k);
+        rv__coord_unblock(k);
         /* Release (or expiry) to the grant's reply leaving: the hand-off. */
         rv_histogram_observe(c->m.handoff_seconds, (double)(rv_now_ns() - e->at_ns) / RV_NS_PER_S);
       }
@@ -223,17 +170,17 @@ static void handle_events(rv_coord *c) {
       rv_histogram_observe(c->m.wait_seconds, (double)e->waited_ns / RV_NS_PER_S);
       if (k && k->blocked == BLOCK_LOCK && k->block_waiter == e->waiter_id) {
         rv_resp_out_null(&k->out);
-        unblock(k);
+        rv__coord_unblock(k);
       }
       break;
     case RV_LT_EV_WAITER_DROPPED:
       if (k && k->blocked == BLOCK_LOCK && k->block_waiter == e->waiter_id) {
-        reply_err(k, "%s session %" PRIu64 " %s while waiting for lock %s",
+        rv__coord_reply_err(k, "%s session %" PRIu64 " %s while waiting for lock %s",
                            e->reason == RV_LT_DROP_SESSION_EXPIRED ? "EXPIRED" : "CLOSED",
                            e->session_id,
                            e->reason == RV_LT_DROP_SESSION_EXPIRED ? "expired" : "was closed",
                            e->lock);
-        unblock(k);
+        rv__coord_unblock(k);
       }
       break;
     case RV_LT_EV_SESSION_EXPIRED:
@@ -267,22 +214,22 @@ static void on_timer(void *arg) {
 
 /* ---- argument helpers ------------------------------------------------------------------ */
 
-static rv_lt_str arg_str(const rv_resp_arg *a) { return (rv_lt_str){a->ptr, a->len}; }
+rv_lt_str  rv__coord_arg_str(const rv_resp_arg *a) { return (rv_lt_str){a->ptr, a->len}; }
 
-static bool arg_i64(const rv_resp_arg *a, int64_t *out) {
+bool  rv__coord_arg_i64(const rv_resp_arg *a, int64_t *out) {
   return rv_resp_parse_i64(a->ptr, a->len, out) == 0;
 }
 
-static bool arg_u64(const rv_resp_arg *a, uint64_t *out) {
+bool  rv__coord_arg_u64(const rv_resp_arg *a, uint64_t *out) {
   int64_t v;
-  if (!arg_i64(a, &v) || v < 0)
+  if (!rv__coord_arg_i64(a, &v) || v < 0)
     return false;
   *out = (uint64_t)v;
   return true;
 }
 
 /* A copy of an argument as a C string (for logs and names), truncated to cap. */
-static void arg_cstr(const rv_resp_arg *a, char *out, size_t cap) {
+void  rv__coord_arg_cstr(const rv_resp_arg *a, char *out, size_t cap) {
   size_t n = a->len < cap - 1 ? a->len : cap - 1;
   memcpy(out, a->ptr, n);
   out[n] = 0;
@@ -290,87 +237,81 @@ static void arg_cstr(const rv_resp_arg *a, char *out, size_t cap) {
 
 /* ---- flat maps (RESP2 has no map type: [key, value, key, value...]) ------------------------- */
 
-static void out_kv_str(rv_resp_out *o, const char *k, const char *v) {
+void  rv__coord_out_kv_str(rv_resp_out *o, const char *k, const char *v) {
   rv_resp_out_bulk_cstr(o, k);
   rv_resp_out_bulk_cstr(o, v ? v : "");
 }
 
-static void out_kv_int(rv_resp_out *o, const char *k, int64_t v) {
+void  rv__coord_out_kv_int(rv_resp_out *o, const char *k, int64_t v) {
   rv_resp_out_bulk_cstr(o, k);
   rv_resp_out_int(o, v);
 }
 
 static void out_identity(rv_resp_out *o, const rv_lt_identity_view *id) {
-  out_kv_str(o, "service", id->service);
-  out_kv_str(o, "replica", id->replica);
-  out_kv_str(o, "host", id->host);
-  out_kv_int(o, "pid", id->pid);
-  out_kv_str(o, "admin", id->admin_url);
+  rv__coord_out_kv_str(o, "service", id->service);
+  rv__coord_out_kv_str(o, "replica", id->replica);
+  rv__coord_out_kv_str(o, "host", id->host);
+  rv__coord_out_kv_int(o, "pid", id->pid);
+  rv__coord_out_kv_str(o, "admin", id->admin_url);
 }
 #define IDENTITY_FIELDS 5
 
 /* ---- commands: sessions ----------------------------------------------------------------- */
-
-typedef struct cmdctx {
-  cconn *k;
-  const rv_resp_cmd *cmd;
-  int64_t now;
-} cmdctx;
-
-/* Returns true if the connection is now blocked. */
-typedef bool (*cmd_fn)(cmdctx *x);
 
 static bool cmd_session_open(cmdctx *x) {
   const rv_resp_cmd *cmd = x->cmd;
   static const char usage[] =
       "SESSION.OPEN ttl_ms SERVICE name [REPLICA r] [HOST h] [PID n] [ADMIN url]";
   int64_t ttl_ms;
-  if (cmd->argc < 2 || !arg_i64(&cmd->argv[1], &ttl_ms) || (cmd->argc % 2) != 0) {
-    reply_usage(x->k, usage);
+  if (cmd->argc < 2 || !rv__coord_arg_i64(&cmd->argv[1], &ttl_ms) || (cmd->argc % 2) != 0) {
+    rv__coord_reply_usage(x->k, usage);
     return false;
   }
   rv_lt_identity id = {0};
   for (size_t i = 2; i + 1 < cmd->argc; i += 2) {
     const rv_resp_arg *key = &cmd->argv[i], *val = &cmd->argv[i + 1];
     if (rv_resp_arg_is(key, "SERVICE"))
-      id.service = arg_str(val);
+      id.service = rv__coord_arg_str(val);
     else if (rv_resp_arg_is(key, "REPLICA"))
-      id.replica = arg_str(val);
+      id.replica = rv__coord_arg_str(val);
     else if (rv_resp_arg_is(key, "HOST"))
-      id.host = arg_str(val);
+      id.host = rv__coord_arg_str(val);
     else if (rv_resp_arg_is(key, "ADMIN"))
-      id.admin_url = arg_str(val);
+      id.admin_url = rv__coord_arg_str(val);
     else if (rv_resp_arg_is(key, "PID")) {
-      if (!arg_i64(val, &id.pid)) {
-        reply_usage(x->k, usage);
+      if (!rv__coord_arg_i64(val, &id.pid)) {
+        rv__coord_reply_usage(x->k, usage);
         return false;
       }
     } else {
       char opt[32];
-      arg_cstr(key, opt, sizeof opt);
-      reply_err(x->k, "ERR unknown option '%s': usage: %s", opt, usage);
+      rv__coord_arg_cstr(key, opt, sizeof opt);
+      rv__coord_reply_err(x->k, "ERR unknown option '%s': usage: %s", opt, usage);
       return false;
     }
   }
-  if (ttl_ms < ns_to_ms(RV_LT_TTL_MIN_NS) || ttl_ms > ns_to_ms(RV_LT_TTL_MAX_NS)) {
-    reply_err(x->k, "BADTTL ttl_ms %" PRId64 " is out of range: must be %" PRId64 "..%" PRId64 " ms",
-              ttl_ms, ns_to_ms(RV_LT_TTL_MIN_NS), ns_to_ms(RV_LT_TTL_MAX_NS));
+  if (ttl_ms < rv__coord_ns_to_ms(RV_LT_TTL_MIN_NS) || ttl_ms > rv__coord_ns_to_ms(RV_LT_TTL_MAX_NS)) {
+    rv__coord_reply_err(x->k, "BADTTL ttl_ms %" PRId64 " is out of range: must be %" PRId64 "..%" PRId64 " ms",
+              ttl_ms, rv__coord_ns_to_ms(RV_LT_TTL_MIN_NS), rv__coord_ns_to_ms(RV_LT_TTL_MAX_NS));
     return false;
   }
   uint64_t sid;
   int rc = rv_lt_session_open(x->k->srv->lt, x->now, ttl_ms * RV_NS_PER_MS, &id, &sid);
-  if (rc < 0)
+  if (rc < 0) {
     reply_lt_error(x->k, rc);
-  else
+  } else {
     rv_resp_out_int(&x->k->out, (int64_t)sid);
+    /* Config's dry run must know this service exists, even if it sets no key. */
+    rv__coord_cfg_register(x->k->srv, id.service, id.replica);
+  }
   arm_timer(x->k->srv);
   return false;
 }
 
 static bool cmd_session_keepalive(cmdctx *x) {
   uint64_t sid;
-  if (x->cmd->argc != 2 || !arg_u64(&x->cmd->argv[1], &sid)) {
-    reply_usage(x->k, "SESSION.KEEPALIVE session");
+  if (x->cmd->argc != 2 || !rv__coord_arg_u64(&x->cmd->argv[1], &sid)) {
+    rv__coord_reply_usage(x->k, "SESSION.KEEPALIVE session");
     return false;
   }
   int64_t expires;
@@ -378,15 +319,15 @@ static bool cmd_session_keepalive(cmdctx *x) {
   if (rc < 0)
     reply_lt_error(x->k, rc);
   else
-    rv_resp_out_int(&x->k->out, ns_to_ms(expires - x->now));
+    rv_resp_out_int(&x->k->out, rv__coord_ns_to_ms(expires - x->now));
   arm_timer(x->k->srv);
   return false;
 }
 
 static bool cmd_session_close(cmdctx *x) {
   uint64_t sid;
-  if (x->cmd->argc != 2 || !arg_u64(&x->cmd->argv[1], &sid)) {
-    reply_usage(x->k, "SESSION.CLOSE session");
+  if (x->cmd->argc != 2 || !rv__coord_arg_u64(&x->cmd->argv[1], &sid)) {
+    rv__coord_reply_usage(x->k, "SESSION.CLOSE session");
     return false;
   }
   rv_coord *c = x->k->srv;
@@ -409,9 +350,9 @@ typedef struct list_acc {
 static bool held_row(const rv_lt_lock_view *v, void *arg) {
   list_acc *a = arg;
   rv_resp_out_array(a->o, 6);
-  out_kv_str(a->o, "lock", v->name);
-  out_kv_int(a->o, "token", (int64_t)v->token);
-  out_kv_str(a->o, "description", v->holder_description);
+  rv__coord_out_kv_str(a->o, "lock", v->name);
+  rv__coord_out_kv_int(a->o, "token", (int64_t)v->token);
+  rv__coord_out_kv_str(a->o, "description", v->holder_description);
   a->n++;
   return true;
 }
@@ -419,10 +360,10 @@ static bool held_row(const rv_lt_lock_view *v, void *arg) {
 static bool waiting_row(const rv_lt_waiter_view *v, void *arg) {
   list_acc *a = arg;
   rv_resp_out_array(a->o, 8);
-  out_kv_str(a->o, "lock", v->lock);
-  out_kv_int(a->o, "position", (int64_t)v->position);
-  out_kv_str(a->o, "description", v->description);
-  out_kv_int(a->o, "waiting_ms", ns_to_ms(a->now - v->since_ns));
+  rv__coord_out_kv_str(a->o, "lock", v->lock);
+  rv__coord_out_kv_int(a->o, "position", (int64_t)v->position);
+  rv__coord_out_kv_str(a->o, "description", v->description);
+  rv__coord_out_kv_int(a->o, "waiting_ms", rv__coord_ns_to_ms(a->now - v->since_ns));
   a->n++;
   return true;
 }
@@ -441,12 +382,12 @@ static bool count_waiting(const rv_lt_waiter_view *v, void *arg) {
 static void out_session(rv_coord *c, rv_resp_out *o, const rv_lt_session_view *s, int64_t now,
                         bool with_lists) {
   rv_resp_out_array(o, 2 * (6 + IDENTITY_FIELDS + (with_lists ? 2 : 0)));
-  out_kv_int(o, "session", (int64_t)s->id);
+  rv__coord_out_kv_int(o, "session", (int64_t)s->id);
   out_identity(o, &s->identity);
-  out_kv_int(o, "ttl_ms", ns_to_ms(s->ttl_ns));
-  out_kv_int(o, "expires_in_ms", ns_to_ms(s->expires_ns - now));
-  out_kv_int(o, "held_count", (int64_t)s->held);
-  out_kv_int(o, "waiting_count", (int64_t)s->waiting);
+  rv__coord_out_kv_int(o, "ttl_ms", rv__coord_ns_to_ms(s->ttl_ns));
+  rv__coord_out_kv_int(o, "expires_in_ms", rv__coord_ns_to_ms(s->expires_ns - now));
+  rv__coord_out_kv_int(o, "held_count", (int64_t)s->held);
+  rv__coord_out_kv_int(o, "waiting_count", (int64_t)s->waiting);
   if (with_lists) {
     size_t nh = 0, nw = 0;
     rv_lt_session_held(c->lt, s->id, count_held, &nh);
@@ -459,13 +400,13 @@ static void out_session(rv_coord *c, rv_resp_out *o, const rv_lt_session_view *s
     rv_resp_out_array(o, nw);
     rv_lt_session_waiting(c->lt, s->id, waiting_row, &a);
   }
-  out_kv_int(o, "age_ms", ns_to_ms(now - s->opened_ns));
+  rv__coord_out_kv_int(o, "age_ms", rv__coord_ns_to_ms(now - s->opened_ns));
 }
 
 static bool cmd_session_info(cmdctx *x) {
   uint64_t sid;
-  if (x->cmd->argc != 2 || !arg_u64(&x->cmd->argv[1], &sid)) {
-    reply_usage(x->k, "SESSION.INFO session");
+  if (x->cmd->argc != 2 || !rv__coord_arg_u64(&x->cmd->argv[1], &sid)) {
+    rv__coord_reply_usage(x->k, "SESSION.INFO session");
     return false;
   }
   rv_lt_session_view s;
@@ -512,12 +453,12 @@ static bool cmd_lock_acquire(cmdctx *x) {
   const rv_resp_cmd *cmd = x->cmd;
   rv_coord *c = x->k->srv;
   uint64_t sid;
-  if (cmd->argc < 3 || !arg_u64(&cmd->argv[1], &sid)) {
-    reply_usage(x->k, usage);
+  if (cmd->argc < 3 || !rv__coord_arg_u64(&cmd->argv[1], &sid)) {
+    rv__coord_reply_usage(x->k, usage);
     return false;
   }
   rv_lt_acquire_req req = {.session_id = sid,
-                           .name = arg_str(&cmd->argv[2]),
+                           .name = rv__coord_arg_str(&cmd->argv[2]),
                            .mode = RV_LT_WAIT,
                            .deadline_ns = RV_LT_NO_DEADLINE,
                            .lock_delay_ns = c->lock_delay_ns,
@@ -529,32 +470,32 @@ static bool cmd_lock_acquire(cmdctx *x) {
     if (rv_resp_arg_is(a, "NOWAIT")) {
       req.mode = RV_LT_TRY;
       nowait = true;
-    } else if (rv_resp_arg_is(a, "WAIT") && i + 1 < cmd->argc && arg_i64(&cmd->argv[i + 1], &ms)) {
+    } else if (rv_resp_arg_is(a, "WAIT") && i + 1 < cmd->argc && rv__coord_arg_i64(&cmd->argv[i + 1], &ms)) {
       wait = true;
       if (ms < 0 || ms > INT64_MAX / RV_NS_PER_MS / 2) {
-        reply_err(x->k, "ERR WAIT %" PRId64 " ms is out of range: must be >= 0", ms);
+        rv__coord_reply_err(x->k, "ERR WAIT %" PRId64 " ms is out of range: must be >= 0", ms);
         return false;
       }
       req.deadline_ns = x->now + ms * RV_NS_PER_MS;
       i++;
     } else if (rv_resp_arg_is(a, "DESC") && i + 1 < cmd->argc) {
-      req.description = arg_str(&cmd->argv[++i]);
+      req.description = rv__coord_arg_str(&cmd->argv[++i]);
     } else if (rv_resp_arg_is(a, "DELAY") && i + 1 < cmd->argc &&
-               arg_i64(&cmd->argv[i + 1], &ms)) {
-      if (ms < 0 || ms > ns_to_ms(RV_LT_LOCK_DELAY_MAX_NS)) {
-        reply_err(x->k, "BADDELAY DELAY %" PRId64 " ms is out of range: must be 0..%" PRId64, ms,
-                  ns_to_ms(RV_LT_LOCK_DELAY_MAX_NS));
+               rv__coord_arg_i64(&cmd->argv[i + 1], &ms)) {
+      if (ms < 0 || ms > rv__coord_ns_to_ms(RV_LT_LOCK_DELAY_MAX_NS)) {
+        rv__coord_reply_err(x->k, "BADDELAY DELAY %" PRId64 " ms is out of range: must be 0..%" PRId64, ms,
+                  rv__coord_ns_to_ms(RV_LT_LOCK_DELAY_MAX_NS));
         return false;
       }
       req.lock_delay_ns = ms * RV_NS_PER_MS;
       i++;
     } else {
-      reply_usage(x->k, usage);
+      rv__coord_reply_usage(x->k, usage);
       return false;
     }
   }
   if (nowait && wait) {
-    reply_err(x->k, "ERR NOWAIT and WAIT contradict each other: give one");
+    rv__coord_reply_err(x->k, "ERR NOWAIT and WAIT contradict each other: give one");
     return false;
   }
   rv_lt_acquire_res res;
@@ -585,12 +526,12 @@ static bool cmd_lock_acquire(cmdctx *x) {
 static bool cmd_lock_release(cmdctx *x) {
   uint64_t sid, token;
   const rv_resp_cmd *cmd = x->cmd;
-  if (cmd->argc != 4 || !arg_u64(&cmd->argv[1], &sid) || !arg_u64(&cmd->argv[3], &token)) {
-    reply_usage(x->k, "LOCK.RELEASE session name token");
+  if (cmd->argc != 4 || !rv__coord_arg_u64(&cmd->argv[1], &sid) || !rv__coord_arg_u64(&cmd->argv[3], &token)) {
+    rv__coord_reply_usage(x->k, "LOCK.RELEASE session name token");
     return false;
   }
   rv_coord *c = x->k->srv;
-  int rc = rv_lt_release(c->lt, x->now, sid, arg_str(&cmd->argv[2]), token, &c->ev);
+  int rc = rv_lt_release(c->lt, x->now, sid, rv__coord_arg_str(&cmd->argv[2]), token, &c->ev);
   if (rc < 0)
     reply_lt_error(x->k, rc);
   else
@@ -603,12 +544,12 @@ static bool cmd_lock_release(cmdctx *x) {
 static bool cmd_lock_describe(cmdctx *x) {
   uint64_t sid, token;
   const rv_resp_cmd *cmd = x->cmd;
-  if (cmd->argc != 5 || !arg_u64(&cmd->argv[1], &sid) || !arg_u64(&cmd->argv[3], &token)) {
-    reply_usage(x->k, "LOCK.DESCRIBE session name token description");
+  if (cmd->argc != 5 || !rv__coord_arg_u64(&cmd->argv[1], &sid) || !rv__coord_arg_u64(&cmd->argv[3], &token)) {
+    rv__coord_reply_usage(x->k, "LOCK.DESCRIBE session name token description");
     return false;
   }
-  int rc = rv_lt_describe(x->k->srv->lt, x->now, sid, arg_str(&cmd->argv[2]), token,
-                          arg_str(&cmd->argv[4]));
+  int rc = rv_lt_describe(x->k->srv->lt, x->now, sid, rv__coord_arg_str(&cmd->argv[2]), token,
+                          rv__coord_arg_str(&cmd->argv[4]));
   if (rc < 0)
     reply_lt_error(x->k, rc);
   else
@@ -652,12 +593,12 @@ static bool find_waiter_cookie(const rv_lt_waiter_view *v, void *arg) {
 static bool cmd_lock_cancel(cmdctx *x) {
   uint64_t sid;
   const rv_resp_cmd *cmd = x->cmd;
-  if (cmd->argc != 3 || !arg_u64(&cmd->argv[1], &sid)) {
-    reply_usage(x->k, "LOCK.CANCEL session name");
+  if (cmd->argc != 3 || !rv__coord_arg_u64(&cmd->argv[1], &sid)) {
+    rv__coord_reply_usage(x->k, "LOCK.CANCEL session name");
     return false;
   }
   rv_coord *c = x->k->srv;
-  cancel_acc a = {.name = arg_str(&cmd->argv[2])};
+  cancel_acc a = {.name = rv__coord_arg_str(&cmd->argv[2])};
   int rc = rv_lt_session_waiting(c->lt, sid, collect_waiter, &a);
   if (rc < 0) {
     reply_lt_error(x->k, rc);
@@ -671,7 +612,7 @@ static bool cmd_lock_cancel(cmdctx *x) {
     cconn *w = (cconn *)(uintptr_t)f.cookie;
     if (w && w->blocked == BLOCK_LOCK && w->block_waiter == a.ids[i]) {
       rv_resp_out_error(&w->out, "CANCELLED lock wait cancelled by LOCK.CANCEL");
-      unblock(w);
+      rv__coord_unblock(w);
     }
   }
   rv_resp_out_int(&x->k->out, (int64_t)a.n);
@@ -689,13 +630,13 @@ typedef struct lock_out {
 static bool waiter_row(const rv_lt_waiter_view *v, void *arg) {
   lock_out *l = arg;
   rv_resp_out_array(l->o, 2 * (5 + IDENTITY_FIELDS));
-  out_kv_int(l->o, "position", (int64_t)v->position);
-  out_kv_int(l->o, "session", (int64_t)v->session_id);
+  rv__coord_out_kv_int(l->o, "position", (int64_t)v->position);
+  rv__coord_out_kv_int(l->o, "session", (int64_t)v->session_id);
   out_identity(l->o, &v->identity);
-  out_kv_str(l->o, "description", v->description);
-  out_kv_int(l->o, "waiting_ms", ns_to_ms(l->now - v->since_ns));
-  out_kv_int(l->o, "deadline_in_ms",
-             v->deadline_ns == RV_LT_NO_DEADLINE ? -1 : ns_to_ms(v->deadline_ns - l->now));
+  rv__coord_out_kv_str(l->o, "description", v->description);
+  rv__coord_out_kv_int(l->o, "waiting_ms", rv__coord_ns_to_ms(l->now - v->since_ns));
+  rv__coord_out_kv_int(l->o, "deadline_in_ms",
+             v->deadline_ns == RV_LT_NO_DEADLINE ? -1 : rv__coord_ns_to_ms(v->deadline_ns - l->now));
   return true;
 }
 
@@ -703,16 +644,16 @@ static bool waiter_row(const rv_lt_waiter_view *v, void *arg) {
 static void out_lock(lock_out *l, const rv_lt_lock_view *v, bool with_waiters) {
   rv_resp_out *o = l->o;
   rv_resp_out_array(o, 2 * (8 + IDENTITY_FIELDS + (with_waiters ? 1 : 0)));
-  out_kv_str(o, "lock", v->name);
-  out_kv_int(o, "held", v->held);
-  out_kv_int(o, "token", (int64_t)v->token);
-  out_kv_int(o, "holder_session", (int64_t)v->holder_session);
+  rv__coord_out_kv_str(o, "lock", v->name);
+  rv__coord_out_kv_int(o, "held", v->held);
+  rv__coord_out_kv_int(o, "token", (int64_t)v->token);
+  rv__coord_out_kv_int(o, "holder_session", (int64_t)v->holder_session);
   out_identity(o, &v->holder_identity);
-  out_kv_str(o, "description", v->holder_description);
-  out_kv_int(o, "held_ms", v->held ? ns_to_ms(l->now - v->held_since_ns) : 0);
-  out_kv_int(o, "waiter_count", (int64_t)v->waiters);
-  out_kv_int(o, "oldest_wait_ms",
-             v->waiters ? ns_to_ms(l->now - v->oldest_waiter_since_ns) : 0);
+  rv__coord_out_kv_str(o, "description", v->holder_description);
+  rv__coord_out_kv_int(o, "held_ms", v->held ? rv__coord_ns_to_ms(l->now - v->held_since_ns) : 0);
+  rv__coord_out_kv_int(o, "waiter_count", (int64_t)v->waiters);
+  rv__coord_out_kv_int(o, "oldest_wait_ms",
+             v->waiters ? rv__coord_ns_to_ms(l->now - v->oldest_waiter_since_ns) : 0);
   if (with_waiters) {
     rv_resp_out_bulk_cstr(o, "waiters");
     rv_resp_out_array(o, v->waiters);
@@ -722,11 +663,11 @@ static void out_lock(lock_out *l, const rv_lt_lock_view *v, bool with_waiters) {
 
 static bool cmd_lock_info(cmdctx *x) {
   if (x->cmd->argc != 2) {
-    reply_usage(x->k, "LOCK.INFO name");
+    rv__coord_reply_usage(x->k, "LOCK.INFO name");
     return false;
   }
   rv_lt_lock_view v;
-  int rc = rv_lt_lock_get(x->k->srv->lt, arg_str(&x->cmd->argv[1]), &v);
+  int rc = rv_lt_lock_get(x->k->srv->lt, rv__coord_arg_str(&x->cmd->argv[1]), &v);
   if (rc == RV_LT_ENOLOCK) {
     rv_resp_out_null(&x->k->out); /* never held, or released with nobody waiting */
     return false;
@@ -755,13 +696,13 @@ static bool cmd_lock_list(cmdctx *x) {
   const rv_resp_cmd *cmd = x->cmd;
   for (size_t i = 1; i < cmd->argc; i++) {
     if (rv_resp_arg_is(&cmd->argv[i], "PREFIX") && i + 1 < cmd->argc)
-      f.prefix = arg_str(&cmd->argv[++i]);
+      f.prefix = rv__coord_arg_str(&cmd->argv[++i]);
     else if (rv_resp_arg_is(&cmd->argv[i], "CONTENDED"))
       f.only_contended = true;
     else if (rv_resp_arg_is(&cmd->argv[i], "HELD"))
       f.only_held = true;
     else {
-      reply_usage(x->k, "LOCK.LIST [PREFIX p] [CONTENDED] [HELD]");
+      rv__coord_reply_usage(x->k, "LOCK.LIST [PREFIX p] [CONTENDED] [HELD]");
       return false;
     }
   }
@@ -778,7 +719,7 @@ static bool cmd_lock_list(cmdctx *x) {
 
 static bool cmd_ping(cmdctx *x) {
   if (x->cmd->argc > 2) {
-    reply_usage(x->k, "PING [message]");
+    rv__coord_reply_usage(x->k, "PING [message]");
     return false;
   }
   if (x->cmd->argc == 2)
@@ -790,7 +731,7 @@ static bool cmd_ping(cmdctx *x) {
 
 static bool cmd_echo(cmdctx *x) {
   if (x->cmd->argc != 2) {
-    reply_usage(x->k, "ECHO message");
+    rv__coord_reply_usage(x->k, "ECHO message");
     return false;
   }
   rv_resp_out_bulk(&x->k->out, x->cmd->argv[1].ptr, x->cmd->argv[1].len);
@@ -799,7 +740,7 @@ static bool cmd_echo(cmdctx *x) {
 
 static bool cmd_quit(cmdctx *x) {
   rv_resp_out_simple(&x->k->out, "OK");
-  conn_flush(x->k);
+  rv__coord_conn_flush(x->k);
   rv_sconn_close(x->k->sc);
   return false;
 }
@@ -807,10 +748,10 @@ static bool cmd_quit(cmdctx *x) {
 /* SELECT 0 only: clients configured with a db number send it on connect. */
 static bool cmd_select(cmdctx *x) {
   int64_t db;
-  if (x->cmd->argc != 2 || !arg_i64(&x->cmd->argv[1], &db))
-    reply_usage(x->k, "SELECT 0");
+  if (x->cmd->argc != 2 || !rv__coord_arg_i64(&x->cmd->argv[1], &db))
+    rv__coord_reply_usage(x->k, "SELECT 0");
   else if (db != 0)
-    reply_err(x->k, "ERR DB index is out of range: coord has only database 0");
+    rv__coord_reply_err(x->k, "ERR DB index is out of range: coord has only database 0");
   else
     rv_resp_out_simple(&x->k->out, "OK");
   return false;
@@ -819,7 +760,7 @@ static bool cmd_select(cmdctx *x) {
 static bool cmd_client(cmdctx *x) {
   const rv_resp_cmd *cmd = x->cmd;
   if (cmd->argc == 3 && rv_resp_arg_is(&cmd->argv[1], "SETNAME")) {
-    arg_cstr(&cmd->argv[2], x->k->name, sizeof x->k->name);
+    rv__coord_arg_cstr(&cmd->argv[2], x->k->name, sizeof x->k->name);
     rv_resp_out_simple(&x->k->out, "OK");
   } else if (cmd->argc == 2 && rv_resp_arg_is(&cmd->argv[1], "GETNAME")) {
     if (x->k->name[0])
@@ -831,7 +772,7 @@ static bool cmd_client(cmdctx *x) {
   } else if (cmd->argc >= 2 && (rv_resp_arg_is(&cmd->argv[1], "SETINFO"))) {
     rv_resp_out_simple(&x->k->out, "OK"); /* redis-cli 7 and newer clients send it */
   } else {
-    reply_usage(x->k, "CLIENT SETNAME name | GETNAME | ID | SETINFO ...");
+    rv__coord_reply_usage(x->k, "CLIENT SETNAME name | GETNAME | ID | SETINFO ...");
   }
   return false;
 }
@@ -859,7 +800,7 @@ static bool cmd_info(cmdctx *x) {
                    c->port, (rv_wall_ns() - c->started_wall_ns) / RV_NS_PER_S, c->boot,
                    c->nconns, st.sessions, st.locks, st.waiters, rv_lt_token_last(c->lt));
   if (n < 0) {
-    reply_err(x->k, "OOM cannot render INFO");
+    rv__coord_reply_err(x->k, "OOM cannot render INFO");
     return false;
   }
   rv_resp_out_bulk(&x->k->out, s, (size_t)n);
@@ -903,9 +844,13 @@ static bool dispatch(cconn *k, const rv_resp_cmd *cmd) {
       return commands[i].fn(&x);
     }
   }
+  bool blocked;
+  cmdctx x = {k, cmd, rv_now_ns()};
+  if (rv__coord_cfg_dispatch(&x, &blocked))
+    return blocked;
   char name[64];
-  arg_cstr(&cmd->argv[0], name, sizeof name);
-  reply_err(k, "ERR unknown command '%s': coord speaks SESSION.*, LOCK.*, CFG.* (see docs/coord.md)",
+  rv__coord_arg_cstr(&cmd->argv[0], name, sizeof name);
+  rv__coord_reply_err(k, "ERR unknown command '%s': coord speaks SESSION.*, LOCK.*, CFG.* (see docs/coord.md)",
             name);
   return false;
 }
@@ -949,7 +894,7 @@ static size_t on_data(void *conn, const char *buf, size_t len) {
       break;
     if (rc == RV_RESP_ERROR) {
       rv_resp_out_error(&k->out, rv_resp_parser_error(&k->parser));
-      conn_flush(k);
+      rv__coord_conn_flush(k);
       rv_sconn_close(k->sc);
       return len;
     }
@@ -960,7 +905,7 @@ static size_t on_data(void *conn, const char *buf, size_t len) {
       break;
     }
   }
-  conn_flush(k);
+  rv__coord_conn_flush(k);
   publish_stats(k->srv);
   return used;
 }
@@ -968,6 +913,7 @@ static size_t on_data(void *conn, const char *buf, size_t len) {
 static void on_close(void *conn) {
   cconn *k = conn;
   rv_coord *c = k->srv;
+  rv__coord_cfg_conn_closed(k);
   if (k->blocked == BLOCK_LOCK) {
     /* The client gave up (closed): its wait leaves the queue now. */
     rv_lt_withdraw(c->lt, rv_now_ns(), k->block_session, k->block_waiter);
@@ -1001,8 +947,12 @@ static const rv_sconn_handler coord_handler = {on_open, on_data, on_close, NULL}
 static void publish_stats(rv_coord *c) {
   rv_lt_stats st;
   rv_lt_get_stats(c->lt, &st);
+  rv_cfg_stats cst = {0};
+  if (c->cfg)
+    rv_cfg_get_stats(c->cfg, &cst);
   rv_rawmu_lock(&c->pub_mu);
   c->pub_stats = st;
+  c->pub_cfg = cst;
   c->pub_conns = c->nconns;
   rv_rawmu_unlock(&c->pub_mu);
 }
@@ -1074,6 +1024,26 @@ static void collect(rv_metrics_writer *w, void *arg) {
             RV_METRIC_COUNTER, (double)st.sessions_expired);
   write_one(w, "ravel_coord_locks_lost_total", "Holds ended by their session's expiry.",
             RV_METRIC_COUNTER, (double)st.locks_lost);
+  rv_cfg_stats cst = c->pub_cfg;
+  write_one(w, "ravel_coord_config_revision", "The config store's revision.", RV_METRIC_GAUGE,
+            (double)cst.revision);
+  write_one(w, "ravel_coord_config_keys", "Config keys across all layers.", RV_METRIC_GAUGE,
+            (double)cst.keys);
+  write_one(w, "ravel_coord_config_watches", "Config watches open (CFG.WATCH polls waiting).",
+            RV_METRIC_GAUGE, (double)cst.watches);
+  write_one(w, "ravel_coord_config_writes_total", "Config writes committed.", RV_METRIC_COUNTER,
+            (double)cst.writes);
+  write_one(w, "ravel_coord_config_conflicts_total", "Config writes refused by IFREV.",
+            RV_METRIC_COUNTER, (double)cst.conflicts);
+  write_one(w, "ravel_coord_config_notifications_total",
+            "Effective-change notifications produced for watches.", RV_METRIC_COUNTER,
+            (double)cst.notifications);
+  write_one(w, "ravel_coord_config_raw_notifications_total",
+            "Notifications produced for raw (every-write) watches.", RV_METRIC_COUNTER,
+            (double)cst.raw_notifications);
+  write_one(w, "ravel_coord_config_suppressed_total",
+            "Writes that reached an effective watch without changing its value (no notification).",
+            RV_METRIC_COUNTER, (double)cst.suppressed);
   rv_metrics_write_family(w, "ravel_coord_lock_oldest_wait_seconds",
                           "Age of the oldest waiter of each contended lock (refreshed each second).",
                           RV_METRIC_GAUGE);
@@ -1167,6 +1137,9 @@ int rv_coord_start(rv_coord **out, const rv_coord_opts *o, char *why, size_t why
     goto fail;
   }
   rv_lt_events_init(&c->ev);
+  rc = rv__coord_cfg_open(c, o->config_sync_full, why, why_len);
+  if (rc != RV_OK)
+    goto fail;
   publish_stats(c);
   setup_metrics(c);
 
@@ -1230,6 +1203,7 @@ void rv_coord_free(rv_coord *c) {
   rv_timer_free(c->metrics_timer);
   if (c->own_loop)
     rv_loop_free(c->loop); /* closes connections: on_close withdraws their waits */
+  rv__coord_cfg_close(c);
   rv_lt_events_free(&c->ev);
   rv_lt_destroy(c->lt);
   if (c->own_metrics)

@@ -337,6 +337,117 @@ static void test_protocol_error_closes_only_that_client(void **state) {
   server_cleanup(&s);
 }
 
+/* A flat map's string field, or NULL for nil. */
+static const char *map_str(const redisReply *m, const char *key) {
+  for (size_t i = 0; i + 1 < m->elements; i += 2)
+    if (strcmp(m->element[i]->str, key) == 0)
+      return m->element[i + 1]->type == REDIS_REPLY_NIL ? NULL : m->element[i + 1]->str;
+  fail_msg("no field %s", key);
+  return NULL;
+}
+
+typedef struct poller {
+  const server *s;
+  const char *target;
+  long long since;
+  redisReply *reply;
+} poller;
+
+static void poll_thread(void *arg) {
+  poller *p = arg;
+  redisContext *r = client(p->s);
+  p->reply = redisCommand(r, "CFG.WATCH %s SINCE %lld TIMEOUT 20000", p->target, p->since);
+  redisFree(r);
+}
+
+static bool watch_open(void *arg) {
+  redisContext *r = arg;
+  redisReply *rep = cmd(r, "CFG.TARGETS billing");
+  bool open = rep->elements >= 1 && map_int(rep->element[0], "watches") >= 1;
+  freeReplyObject(rep);
+  return open;
+}
+
+/*
+ * The incident's config pattern: a platform write that billing overrides, a
+ * write of the same value, and a write that really changes what billing sees.
+ * Only the last notifies billing's watch; the dry run says who it reaches.
+ */
+static void test_config_effective_watch_dryrun_audit(void **state) {
+  server s = {0};
+  server_start(&s, 0);
+  redisContext *r = client(&s);
+  cmd_int(r, "SESSION.OPEN 10000 SERVICE billing REPLICA 1");
+  cmd_int(r, "SESSION.OPEN 10000 SERVICE search");
+  long long r1 = cmd_int(r, "CFG.SET platform upstream.url https://a AUTHOR ops REASON %s", "first");
+  long long r2 = cmd_int(r, "CFG.SET svc/billing timeout_ms 500 AUTHOR billing-team");
+  assert_true(r2 > r1);
+
+  /* Dry run of a platform change: both services inherit it. */
+  redisReply *rep = cmd(r, "CFG.DRYRUN platform upstream.url https://b");
+  assert_int_equal(map_int(rep, "changes"), 3); /* billing, billing/1, search */
+  freeReplyObject(rep);
+  /* billing overrides timeout_ms: a platform write of it reaches only search. */
+  rep = cmd(r, "CFG.DRYRUN platform timeout_ms 900 ALL");
+  assert_int_equal(map_int(rep, "changes"), 1);
+  assert_int_equal(map_int(rep, "unaffected"), 2);
+  freeReplyObject(rep);
+
+  /* A watch on billing, from the current revision. */
+  poller p = {.s = &s, .target = "billing", .since = r2};
+  rv_thread *t;
+  assert_int_equal(rv_thread_start(&t, "watch", "test", poll_thread, &p), RV_OK);
+  assert_true(rvt_await(watch_open, r));
+  cmd_int(r, "CFG.SET platform timeout_ms 900 AUTHOR other-team");       /* overridden */
+  cmd_int(r, "CFG.SET svc/billing timeout_ms 500 AUTHOR billing-team");  /* same value */
+  long long r5 = cmd_int(r, "CFG.SET platform upstream.url https://b AUTHOR other-team");
+  rv_thread_join(t);
+  assert_non_null(p.reply);
+  assert_int_equal(p.reply->type, REDIS_REPLY_ARRAY);
+  assert_int_equal(p.reply->element[0]->integer, r5);
+  redisReply *events = p.reply->element[1];
+  assert_int_equal(events->elements, 1); /* only the change billing sees */
+  assert_int_equal(map_int(events->element[0], "revision"), r5);
+  assert_string_equal(map_str(events->element[0], "old"), "https://a");
+  assert_string_equal(map_str(events->element[0], "new"), "https://b");
+  freeReplyObject(p.reply);
+
+  /* Resume from an old revision: exactly the missed changes, none repeated. */
+  rep = cmd(r, "CFG.WATCH billing SINCE %lld TIMEOUT 0", r1);
+  assert_int_equal(rep->element[0]->integer, r5);
+  assert_int_equal(rep->element[1]->elements, 2); /* timeout_ms 500 (r2), upstream.url (r5) */
+  freeReplyObject(rep);
+
+  /* Compare-and-set, audit, rollback. */
+  expect_error(r, "CONFLICT", "CFG.SET platform upstream.url https://c IFREV %lld", r1);
+  long long r6 = cmd_int(r, "CFG.SET platform upstream.url https://c IFREV %lld AUTHOR ops", r5);
+  rep = cmd(r, "CFG.AUDIT NS platform KEY upstream.url");
+  assert_int_equal(rep->elements, 3);
+  assert_string_equal(map_str(rep->element[2], "author"), "ops");
+  freeReplyObject(rep);
+  long long r7 = cmd_int(r, "CFG.ROLLBACK platform upstream.url %lld AUTHOR ops REASON undo", r1);
+  assert_true(r7 > r6);
+  rep = cmd(r, "CFG.EFFECTIVE billing/1 upstream.url");
+  assert_string_equal(map_str(rep, "value"), "https://a");
+  assert_string_equal(map_str(rep, "layer"), "platform");
+  freeReplyObject(rep);
+  expect_error(r, "BADNS", "CFG.SET nowhere k v");
+  redisFree(r);
+
+  /* Config is durable: a restart keeps every write and the revision counter. */
+  server_stop(&s);
+  server_start(&s, 0);
+  r = client(&s);
+  rep = cmd(r, "CFG.GET platform upstream.url");
+  assert_string_equal(map_str(rep, "value"), "https://a");
+  freeReplyObject(rep);
+  assert_int_equal(cmd_int(r, "CFG.REVISION"), r7);
+  assert_true(cmd_int(r, "CFG.SET platform k v AUTHOR ops") == r7 + 1);
+  redisFree(r);
+  server_stop(&s);
+  server_cleanup(&s);
+}
+
 int main(void) {
   rv_thread_adopt("main", "test");
   const struct CMUnitTest tests[] = {
@@ -346,6 +457,7 @@ int main(void) {
       cmocka_unit_test(test_session_expiry_and_lock_delay),
       cmocka_unit_test(test_tokens_increase_across_restart),
       cmocka_unit_test(test_protocol_error_closes_only_that_client),
+      cmocka_unit_test(test_config_effective_watch_dryrun_audit),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
