@@ -266,8 +266,11 @@ int rv_admin_start(rv_admin **out, const rv_admin_opts *opts) {
     free(a);
     return RV_EADDR;
   }
+  unsigned flags = opts->thread_per_connection
+                       ? MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
+                       : MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
   a->daemon = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, on_request, a,
+      flags, 0, NULL, NULL, on_request, a,
       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sin, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
       a, MHD_OPTION_CONNECTION_LIMIT, (unsigned)RV_ADMIN_CONNECTIONS_MAX,
       MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);

@@ -63,6 +63,9 @@ typedef struct rv_admin_opts {
   uint16_t port;          /* 0: pick a free port */
   rv_metrics *metrics;    /* may be NULL */
   rv_registry *registry;  /* default: rv_registry_current() */
+  /* One thread per connection, for handlers that may block (an HTTP publish
+   * waiting for its fsync); default: one polling thread for all. */
+  bool thread_per_connection;
 } rv_admin_opts;
 
 /* Start serving.  Returns 0, RV_EADDR (cannot bind) or RV_ENOMEM. */
