@@ -3,5 +3,6 @@
 #define RAVEL_CLI_H
 
 int cmd_coord(int argc, char **argv);
+int cmd_queue(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@ typedef struct subcommand {
 
 static const subcommand subcommands[] = {
     {"coord", cmd_coord, "run the coordination server (locks, sessions, config; RESP on :7400)"},
+    {"queue", cmd_queue, "run the event queue (NSQ protocol on :4150, HTTP API on :4151)"},
 };
 
 static void usage(FILE *f) {

@@ -47,6 +47,7 @@ typedef struct qs_topic {
   rv_qlog_iter *iter;    /* sequential reads for fetch */
   uint8_t *scratch;      /* random reads for fetch/meta: max_msg_size */
   size_t scratch_cap;
+  struct qs_channel *channels; /* the store contexts of its channels */
   struct qs_topic *next, *prev;
 } qs_topic;
 
@@ -57,6 +58,7 @@ typedef struct qs_channel {
   rv_qjournal *j;        /* NULL for ephemeral channels: nothing to recover */
   bool ephemeral;
   bool paused;
+  struct qs_channel *next, *prev;
 } qs_channel;
 
 /* A response that must wait until a publish is durable (replies stay in order). */
@@ -109,8 +111,9 @@ struct rv_qsrv {
   rv_timer *hb_timer;      /* heartbeats and idle clients */
   rv_wakeup *durable_wake;
   rv_wakeup *job_wake;
-  rv_rawmu job_mu;         /* guards jobs */
+  rv_rawmu job_mu;         /* guards jobs and loop_stopped */
   struct qjob *jobs;
+  bool loop_stopped;       /* jobs now run on their caller's thread */
   qs_topic *topics;
   qconn *conns;
   size_t nconns;
@@ -124,7 +127,8 @@ struct rv_qsrv {
   } m;
   /* What /metrics reads from the admin thread: refreshed by the loop thread. */
   rv_rawmu pub_mu;
-  char *pub_text;          /* rendered per-topic/channel/consumer samples */
+  struct qpub *pub;        /* the latest snapshot (queue_metrics.c) */
+  rv_timer *metrics_timer;
 };
 
 /* Wall-clock now: the core's clock (timestamps and due times are persisted). */
@@ -147,12 +151,21 @@ void rv__qsrv_durable(rv_qsrv *s);
 /* The qs_topic for a core topic handle (NULL if none). */
 qs_topic *rv__qsrv_topic(rv_qsrv *s, uint64_t core_id);
 
+/* queue.c: a topic is being deleted: replies waiting on it are released. */
+void rv__qsrv_topic_gone(rv_qsrv *s, qs_topic *t);
+
 /* queue_store.c */
 extern const rv_qstore_ops rv__qsrv_store_ops;
 /* Recover every durable topic and channel under data_dir into the core. */
+/* Read queue.state (the id-prefix high-water mark); creates the data directory. */
+int rv__qsrv_recover_prefix(rv_qsrv *s, char *why, size_t why_len);
 int rv__qsrv_recover(rv_qsrv *s, char *why, size_t why_len);
 void rv__qsrv_store_close(rv_qsrv *s);
 int rv__qsrv_state_save(rv_qsrv *s);
+
+/* queue_metrics.c: per topic/channel/consumer metrics, published each second. */
+void rv__qsrv_metrics_setup(rv_qsrv *s);
+void rv__qsrv_metrics_free(rv_qsrv *s);
 
 /* queue_http.c: register the NSQ HTTP API routes on s->http. */
 void rv__qsrv_http_routes(rv_qsrv *s);
