@@ -58,6 +58,8 @@
 #define _GNU_SOURCE
 #include "server/queue_internal.h"
 
+#include <stdatomic.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -558,8 +560,18 @@ static void h_channel(void *arg, const rv_admin_request *req, rv_admin_response 
 /* ---- /ping and /info ----------------------------------------------------------------------- */
 
 static void h_ping(void *arg, const rv_admin_request *req, rv_admin_response *r) {
+  rv_qsrv *s = arg;
   if (!method_is(req, r, "GET"))
     return;
+  int failed = atomic_load(&s->storage_failed);
+  if (failed) {
+    /* As nsqd's /ping after a disk-queue write failure: 500 with the reason. */
+    r->status = 500;
+    rv_admin_printf(r, "NOK - a topic log failed (%s): appends are refused until restart",
+                    rv_strerror(failed));
+    r->header_name = r->header_value = NULL;
+    return;
+  }
   reply_text(r, QH_HEALTH_OK);
   /* nsqd serves /ping through its PlainText decorator: no V1 header. */
   r->header_name = r->header_value = NULL;

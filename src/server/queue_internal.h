@@ -21,6 +21,8 @@
 #include "storage/qjournal.h"
 #include "storage/qlog.h"
 
+#include <stdatomic.h>
+
 /* Newest messages whose metadata a topic keeps in memory (the core's hot path). */
 #define QSRV_META_RING 65536
 /* Heartbeats and idle checks are evaluated this often. */
@@ -114,6 +116,7 @@ struct rv_qsrv {
   rv_rawmu job_mu;         /* guards jobs and loop_stopped */
   struct qjob *jobs;
   bool loop_stopped;       /* jobs now run on their caller's thread */
+  atomic_int storage_failed; /* 0, or the rv_err a topic log failed with (/ping reports it) */
   qs_topic *topics;
   qconn *conns;
   size_t nconns;

@@ -119,6 +119,8 @@ static bool pub_topic(const rv_queue_topic_stats *st, void *arg) {
     rv_qlog_stats ls;
     rv_qlog_stats_get(qt->log, &ls);
     t->disk_bytes = ls.disk_bytes;
+    if (ls.failed)
+      atomic_store(&w->s->storage_failed, ls.failed);
     t->segments = ls.segments;
     t->log_syncs = ls.log_syncs;
   }
