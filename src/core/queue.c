@@ -1944,10 +1944,10 @@ int rv_queue_subscribe(rv_queue *q, int64_t now_ns, const char *topic, const cha
   if (q->consumers_t.live >= q->o.max_consumers)
     return fail(q, RV_QUEUE_ECONSUMERS, "cannot subscribe to %s/%s: the queue has %zu consumers "
                 "(limit max_consumers)", topic, channel, q->consumers_t.live);
-  rvq_topic *t;
+  rvq_topic *t = NULL;
   if ((rc = topic_get_or_create(q, topic, &t)))
     return rc;
-  rvq_channel *ch;
+  rvq_channel *ch = NULL;
   if ((rc = channel_get_or_create(q, t, channel, &ch)))
     return rc;
   if (q->o.max_consumers_per_channel && ch->nconsumers >= q->o.max_consumers_per_channel)

@@ -1119,12 +1119,7 @@ int rv_coord_start(rv_coord **out, const rv_coord_opts *o, char *why, size_t why
              rc == RV_EPROTO ? "unrecognised line (corrupt file?)" : strerror(errno));
     goto fail;
   }
-  c->boot++;
-  if (state_save(c, c->boot, ceiling) != RV_OK) {
-    snprintf(why, why_len, "cannot write %s/%s: %s", c->data_dir, COORD_STATE_FILE, strerror(errno));
-    rc = RV_EIO;
-    goto fail;
-  }
+  c->boot++; /* saved once the ports are bound: a start that fails does not count */
   rv_lt_opts lo;
   rv_lt_opts_default(&lo);
   lo.token_floor = ceiling;
@@ -1169,6 +1164,11 @@ int rv_coord_start(rv_coord **out, const rv_coord_opts *o, char *why, size_t why
       goto fail;
     }
     c->admin_port = rv_admin_port(c->admin);
+  }
+  if (state_save(c, c->boot, ceiling) != RV_OK) {
+    snprintf(why, why_len, "cannot write %s/%s: %s", c->data_dir, COORD_STATE_FILE, strerror(errno));
+    rc = RV_EIO;
+    goto fail;
   }
   rv_log_info(c->log, "coord listening", "resp=%s:%u admin=%s:%u data=%s boot=%" PRIu64
               " token_floor=%" PRIu64, host, c->port, host, c->admin_port, c->data_dir, c->boot,

@@ -89,13 +89,16 @@ void rv__coord_cfg_register(rv_coord *c, rv_lt_str service, rv_lt_str replica) {
 typedef struct write_opts {
   rv_cfg_str author, reason;
   uint64_t ifrev;
-  bool delete_value;  /* CFG.DRYRUN ... DELETE */
   bool include_all;   /* CFG.DRYRUN ... ALL */
   char default_author[128];
 } write_opts;
 
-/* Parse [AUTHOR a] [REASON r] [IFREV n] from argv[from..]; false after replying an error. */
-static bool parse_write_opts(cmdctx *x, size_t from, write_opts *w, const char *usage) {
+/*
+ * Parse [AUTHOR a] [REASON r] [IFREV n] (and, for CFG.DRYRUN only, ALL) from
+ * argv[from..]; false after replying an error.
+ */
+static bool parse_write_opts(cmdctx *x, size_t from, write_opts *w, const char *usage,
+                             bool dry_run) {
   const rv_resp_cmd *cmd = x->cmd;
   w->ifrev = RV_CFG_REV_ANY;
   for (size_t i = from; i < cmd->argc; i++) {
@@ -110,9 +113,7 @@ static bool parse_write_opts(cmdctx *x, size_t from, write_opts *w, const char *
         rv__coord_reply_err(x->k, "ERR IFREV must be a revision number (0: the key must not exist)");
         return false;
       }
-    } else if (rv_resp_arg_is(a, "DELETE")) {
-      w->delete_value = true;
-    } else if (rv_resp_arg_is(a, "ALL")) {
+    } else if (dry_run && rv_resp_arg_is(a, "ALL")) {
       w->include_all = true;
     } else {
       rv__coord_reply_usage(x->k, usage);
@@ -157,7 +158,7 @@ static bool cmd_set(cmdctx *x) {
     return false;
   }
   write_opts o = {0};
-  if (!parse_write_opts(x, 4, &o, usage))
+  if (!parse_write_opts(x, 4, &o, usage, false))
     return false;
   rv_cfg_write w = {.op = RV_CFG_OP_SET, .ns = cs(&x->cmd->argv[1]), .key = cs(&x->cmd->argv[2]),
                     .value = cs(&x->cmd->argv[3]), .expect_revision = o.ifrev,
@@ -173,7 +174,7 @@ static bool cmd_del(cmdctx *x) {
     return false;
   }
   write_opts o = {0};
-  if (!parse_write_opts(x, 3, &o, usage))
+  if (!parse_write_opts(x, 3, &o, usage, false))
     return false;
   rv_cfg_write w = {.op = RV_CFG_OP_DELETE, .ns = cs(&x->cmd->argv[1]),
                     .key = cs(&x->cmd->argv[2]), .expect_revision = o.ifrev,
@@ -190,7 +191,7 @@ static bool cmd_rollback(cmdctx *x) {
     return false;
   }
   write_opts o = {0};
-  if (!parse_write_opts(x, 4, &o, usage))
+  if (!parse_write_opts(x, 4, &o, usage, false))
     return false;
   rv_cfg_write w = {.op = RV_CFG_OP_ROLLBACK, .ns = cs(&x->cmd->argv[1]),
                     .key = cs(&x->cmd->argv[2]), .rollback_to = to,
@@ -419,7 +420,7 @@ static bool cmd_dryrun(cmdctx *x) {
   }
   write_opts o = {0};
   bool is_delete = rv_resp_arg_is(&cmd->argv[3], "DELETE");
-  if (!parse_write_opts(x, 4, &o, usage))
+  if (!parse_write_opts(x, 4, &o, usage, true))
     return false;
   rv_cfg_write w = {.op = is_delete ? RV_CFG_OP_DELETE : RV_CFG_OP_SET,
                     .ns = cs(&cmd->argv[1]), .key = cs(&cmd->argv[2]),
@@ -628,8 +629,10 @@ static void on_watch_timeout(void *arg) {
   cconn *k = arg;
   if (k->blocked != BLOCK_WATCH)
     return;
+  /* Every write since the watch began was delivered as it happened and none
+   * concerned this watcher: it may resume from the current revision. */
   rv_cfg_events none = {0};
-  out_watch_reply(k, &none, k->watch_id, k->watch_resume_rev);
+  out_watch_reply(k, &none, k->watch_id, rv_cfg_revision(k->srv->cfg));
   end_watch(k);
   rv__coord_unblock(k);
 }

@@ -180,8 +180,9 @@ static int topic_open(rv_qsrv *s, const char *name, uint16_t id_prefix, bool eph
   char logdir[700];
   snprintf(logdir, sizeof logdir, "%s/log", t->dir);
   if (!t->ring || !t->scratch || mkdir_p(logdir) != 0) {
+    int rc = t->ring && t->scratch ? RV_EIO : RV_ENOMEM;
     topic_free(t);
-    return t->ring && t->scratch ? RV_EIO : RV_ENOMEM;
+    return rc;
   }
   rv_qlog_opts lo = {.sync = s->o.sync_none ? RV_QLOG_SYNC_NONE : RV_QLOG_SYNC_ALWAYS,
                      .on_durable = on_durable,

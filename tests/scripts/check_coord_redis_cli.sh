@@ -6,6 +6,12 @@
 # a blocked client, hand-off on session expiry, stale and foreign releases,
 # bad input, and fencing tokens that keep increasing across a clean restart
 # (SIGTERM) and a crash (SIGKILL) on the same data directory.
+# Config (CFG.*): services registered by their sessions, dry runs (inheriting
+# targets old -> new; with ALL the overridden ones), a blocked CFG.WATCH in a
+# background redis-cli answered only by a write that changes what billing
+# sees, watch resumption, CFG.WATCHRAW, IFREV conflicts, the audit log,
+# rollback, and config, revision and history surviving both restarts.
+# Nested replies are read with `redis-cli -2 --json` and a small awk parser.
 #
 # Every wait polls observed state with a bound; no check rests on a sleep.
 # Every process started here is stopped by its pid on exit, failure included.
@@ -35,6 +41,7 @@ COORD_ERR=""
 PORT=""
 ADMIN_PORT=""
 BOOTS=0
+LAUNCHES=0       # coord processes started, including those that found their port taken (no boot)
 
 # Stop one pid we started: TERM, then KILL if it has not gone in 5 s; reap it.
 stop_pid() {
@@ -96,6 +103,7 @@ start_coord() {
     "$bin" coord --host 127.0.0.1 --port "$PORT" --admin-port "$ADMIN_PORT" --data "$data" \
       >"$tmp/coord.$BOOTS.$attempt.out" 2>"$COORD_ERR" &
     COORD_PID=$!
+    LAUNCHES=$((LAUNCHES + 1))
     PIDS+=("$COORD_PID")
     local started=0 deadline=$(($(now_us) + 10000000))
     while [ "$(now_us)" -lt $deadline ]; do
@@ -205,6 +213,110 @@ bg_wait() {
   BG_OUT=$(cat "$tmp/$tag.out")
 }
 
+# ---- JSON replies, for the nested replies of the config commands ----------------------------
+# `redis-cli -2 --json` (redis-cli >= 7) prints a reply as one JSON document;
+# jflat turns it into one "path<TAB>value" line per scalar, where a path is
+# "." for the whole reply and ".i.j..." (0-based indices) inside it, so
+# ".7.0.5" is the 6th element of the 1st element of the 8th; nil is "(nil)",
+# and every array also gets a line "path#<TAB>length".  Plain awk, no jq.
+rj() { redis-cli -2 --json -h 127.0.0.1 -p "$PORT" "$@" 2>&1; }
+jflat() {
+  awk '
+    { s = s $0 }
+    function skip() { while (p <= n && index(" \t\r\n,:", substr(s, p, 1))) p++ }
+    function val(path,    c, i, out, ch, tok) {
+      skip()
+      c = substr(s, p, 1)
+      if (c == "[") {
+        p++
+        for (i = 0; ; i++) {
+          skip()
+          if (p > n) { print "jflat: unterminated array" > "/dev/stderr"; exit 1 }
+          if (substr(s, p, 1) == "]") { p++; break }
+          val((path == "." ? "" : path) "." i)
+        }
+        print path "#\t" i
+        return
+      }
+      if (c == "\"") {
+        out = ""
+        for (p++; p <= n; p++) {
+          ch = substr(s, p, 1)
+          if (ch == "\"") break
+          if (ch == "\\") { p++; ch = substr(s, p, 1); if (ch == "n") ch = "\\n"; else if (ch == "t") ch = "\\t" }
+          out = out ch
+        }
+        p++
+        print path "\t" out
+        return
+      }
+      tok = substr(s, p)
+      match(tok, /^[^],[ \t\r\n]+/)
+      tok = substr(tok, 1, RLENGTH)
+      p += RLENGTH
+      print path "\t" (tok == "null" ? "(nil)" : tok)
+    }
+    END { n = length(s); p = 1; val(".") }'
+}
+# cj NAME command...: a config command's reply, flattened into the associative
+# array NAME (path -> value); fails on an error or a reply that is not an array.
+cj() {
+  local name=$1 out
+  shift
+  out=$(rj "$@")
+  [[ $out == \[* ]] || fail "$1 $2: expected an array reply, got '$out'"
+  jparse "$name" "$out"
+}
+# jparse NAME JSON: JSON flattened into the associative array NAME.
+jparse() {
+  local -n _jp=$1
+  local k v
+  _jp=()
+  while IFS=$'\t' read -r k v; do _jp[$k]=$v; done < <(jflat <<<"$2")
+}
+# _jm NAME PATH KEY: set JM to KEY's value in the flat map [k, v, k, v...] at
+# PATH of the flattened reply NAME (JMP to its path); status 1 if absent.
+_jm() {
+  local -n _a=$1
+  local pre=${2%.}. i=0
+  JM="" JMP=""
+  while [[ -v _a[$pre$i] ]]; do
+    if [ "${_a[$pre$i]}" = "$3" ]; then
+      JMP=$pre$((i + 1)) JM=${_a[$pre$((i + 1))]-}
+      return 0
+    fi
+    i=$((i + 2))
+  done
+  return 1
+}
+jget() { local -n _a=$1; [[ -v _a[$2] ]] && echo "${_a[$2]}"; }       # the scalar at PATH
+jlen() { jget "$1" "$2#"; }                                              # the length of the array at PATH
+jmap() { _jm "$@" && echo "$JM"; }                                       # KEY's value in the map at PATH
+jkey() { _jm "$@" && echo "$JMP"; }                                      # the path of KEY's value
+# jfind NAME ARRAY KEY VALUE [KEY VALUE]: the path of the first map in the
+# array at ARRAY whose KEY is VALUE (and whose second KEY is VALUE).
+jfind() {
+  local -n _a=$1
+  local n=${_a[$2#]:-0} i
+  for ((i = 0; i < n; i++)); do
+    _jm "$1" "${2%.}.$i" "$3" && [ "$JM" = "$4" ] || continue
+    [ $# -lt 6 ] || { _jm "$1" "${2%.}.$i" "$5" && [ "$JM" = "$6" ]; } || continue
+    echo "${2%.}.$i"
+    return 0
+  done
+  return 1
+}
+# jcol NAME ARRAY KEY: KEY of every map in the array at ARRAY, space-separated.
+jcol() {
+  local -n _a=$1
+  local n=${_a[$2#]:-0} i out=()
+  for ((i = 0; i < n; i++)); do
+    _jm "$1" "${2%.}.$i" "$3"
+    out+=("$JM")
+  done
+  echo "${out[*]}"
+}
+
 start_coord
 
 # ---- basics --------------------------------------------------------------------------------
@@ -216,6 +328,252 @@ info=$(rc INFO)
 grep -q '^loading:0' <<<"${info//$'\r'/}" || fail "INFO lacks loading:0: $info"
 grep -q '^redis_version:' <<<"${info//$'\r'/}" || fail "INFO lacks redis_version: $info"
 ok "INFO contains loading:0 and redis_version"
+
+# ---- config -----------------------------------------------------------------------------------
+echo "== config: targets, layers, dry run"
+[[ $(redis-cli --help 2>&1) == *--json* ]] ||
+  fail "$(redis-cli --version) has no --json (redis-cli >= 7 is needed to read nested config replies)"
+# Flattened replies (see cj): targets, effective, dry run, get, watch, audit.
+declare -A CT CE CD CG CW CA
+cfg_set() { local what=$1; shift; expect_int "$what" "$(rc CFG.SET "$@")"; }
+cfg_rev() { expect_int "CFG.REVISION" "$(rc CFG.REVISION)"; }
+# Sum of the `watches` of the CFG.TARGETS rows of a service (its own and its replicas').
+cfg_watches() {
+  local -A tg
+  local n i sum=0
+  cj tg CFG.TARGETS "$1"
+  n=${tg[.#]:-0}
+  for ((i = 0; i < n; i++)); do _jm tg ".$i" watches && sum=$((sum + JM)); done
+  echo "$sum"
+}
+billing_watched() { local w; w=$(cfg_watches billing) && [ "$w" -ge 1 ]; }
+# expect_map WHAT NAME PATH key=value...: fields of the flat map at PATH of the reply NAME.
+expect_map() {
+  local what=$1 name=$2 at=$3 kv k v
+  shift 3
+  for kv in "$@"; do
+    k=${kv%%=*} v=${kv#*=}
+    _jm "$name" "$at" "$k" || fail "$what: no field '$k' in the reply"
+    [ "$JM" = "$v" ] || fail "$what: $k is '$JM', expected '$v'"
+  done
+}
+
+CSB=$(expect_int "SESSION.OPEN billing" "$(rc SESSION.OPEN 60000 SERVICE billing REPLICA 1 PID $$)") || exit 1
+CSS=$(expect_int "SESSION.OPEN search" "$(rc SESSION.OPEN 60000 SERVICE search PID $$)") || exit 1
+cj CT CFG.TARGETS
+at=$(jfind CT . service billing replica 1) || fail "CFG.TARGETS does not list billing/1 after its SESSION.OPEN"
+expect_map "CFG.TARGETS billing/1" CT "$at" ns=svc/billing/1 registered=1 keys=0 watches=0
+jfind CT . service billing replica "" >/dev/null || fail "CFG.TARGETS does not list the service billing"
+at=$(jfind CT . service search replica "") || fail "CFG.TARGETS does not list search after its SESSION.OPEN"
+expect_map "CFG.TARGETS search" CT "$at" ns=svc/search registered=1
+NTARGETS=$(jlen CT .)
+ok "SESSION.OPEN registered billing/1 and search with config (CFG.TARGETS: $NTARGETS targets in all)"
+
+R_POOL=$(cfg_set "CFG.SET platform db.pool" platform db.pool 10 AUTHOR ops-alice REASON "initial pool") || exit 1
+R_LOG=$(cfg_set "CFG.SET platform log.level" platform log.level info AUTHOR ops-alice REASON "initial level") || exit 1
+R_BLOG=$(cfg_set "CFG.SET svc/billing log.level" svc/billing log.level debug AUTHOR billing-bob REASON "debug billing") || exit 1
+[ "$R_POOL" -lt "$R_LOG" ] && [ "$R_LOG" -lt "$R_BLOG" ] || fail "revisions not increasing: $R_POOL $R_LOG $R_BLOG"
+expect_eq "CFG.REVISION" "$(cfg_rev)" "$R_BLOG"
+cj CE CFG.EFFECTIVE billing/1 log.level
+expect_map "CFG.EFFECTIVE billing/1 log.level" CE . value=debug layer=service ns=svc/billing mod_revision="$R_BLOG"
+cj CE CFG.EFFECTIVE search log.level
+expect_map "CFG.EFFECTIVE search log.level" CE . value=info layer=platform ns=platform
+cj CE CFG.EFFECTIVE billing db.pool
+expect_map "CFG.EFFECTIVE billing db.pool" CE . value=10 layer=platform mod_revision="$R_POOL"
+ok "platform db.pool=10 (rev $R_POOL), log.level=info (rev $R_LOG), svc/billing log.level=debug (rev $R_BLOG): billing sees debug, search info"
+
+# Dry run of a platform write everybody inherits: every target changes, 10 -> 20.
+cj CD CFG.DRYRUN platform db.pool 20
+imp=$(jkey CD . impacts) || fail "CFG.DRYRUN reply has no impacts"
+n=$(jlen CD "$imp")
+expect_eq "CFG.DRYRUN db.pool changes" "$(jmap CD . changes)" "$n"
+expect_eq "CFG.DRYRUN db.pool impacts (every target inherits db.pool)" "$n" "$NTARGETS"
+expect_eq "CFG.DRYRUN db.pool unaffected" "$(jmap CD . unaffected)" 0
+expect_eq "CFG.DRYRUN revision_now" "$(jmap CD . revision_now)" "$R_BLOG"
+for t in billing/ billing/1 search/; do
+  at=$(jfind CD "$imp" service "${t%%/*}" replica "${t#*/}") ||
+    fail "CFG.DRYRUN platform db.pool 20 does not name ${t%/}: $(jcol CD "$imp" service)"
+  expect_map "CFG.DRYRUN db.pool impact on ${t%/}" CD "$at" effect=changes overridden_by= \
+    old=10 old_layer=platform new=20 new_layer=platform
+done
+expect_eq "CFG.DRYRUN db.pool effects" "$(jcol CD "$imp" effect | tr ' ' '\n' | sort -u)" changes
+ok "CFG.DRYRUN platform db.pool 20: all $n targets change 10 -> 20, billing, billing/1, search (inheriting) among them"
+
+# Dry run of a platform write billing overrides: billing is not listed, unless ALL.
+cj CD CFG.DRYRUN platform log.level warn
+imp=$(jkey CD . impacts) || fail "CFG.DRYRUN reply has no impacts"
+n=$(jlen CD "$imp")
+jfind CD "$imp" service billing >/dev/null && fail "CFG.DRYRUN platform log.level (no ALL) lists billing, which overrides it"
+at=$(jfind CD "$imp" service search replica "") || fail "CFG.DRYRUN platform log.level does not name search"
+expect_map "CFG.DRYRUN log.level impact on search" CD "$at" effect=changes old=info old_layer=platform \
+  new=warn new_layer=platform
+expect_eq "CFG.DRYRUN log.level changes" "$(jmap CD . changes)" "$n"
+expect_eq "CFG.DRYRUN log.level unaffected (billing, billing/1)" "$(jmap CD . unaffected)" 2
+expect_eq "CFG.DRYRUN log.level changes + unaffected" "$((n + 2))" "$NTARGETS"
+cj CD CFG.DRYRUN platform log.level warn ALL
+imp=$(jkey CD . impacts) || fail "CFG.DRYRUN ALL reply has no impacts"
+expect_eq "CFG.DRYRUN ALL impacts" "$(jlen CD "$imp")" "$NTARGETS"
+for t in billing/ billing/1; do
+  at=$(jfind CD "$imp" service billing replica "${t#*/}") || fail "CFG.DRYRUN ... ALL does not name ${t%/}"
+  expect_map "CFG.DRYRUN ALL log.level on ${t%/}" CD "$at" effect=overridden overridden_by=service \
+    old=debug old_layer=service new=debug new_layer=service
+done
+at=$(jfind CD "$imp" service search replica "") || fail "CFG.DRYRUN ... ALL does not name search"
+expect_map "CFG.DRYRUN ALL log.level on search" CD "$at" effect=changes old=info new=warn
+ok "CFG.DRYRUN platform log.level warn: search info -> warn; billing and billing/1 only with ALL, effect overridden (by service, debug)"
+cj CD CFG.DRYRUN platform db.pool 10 ALL
+imp=$(jkey CD . impacts)
+expect_eq "CFG.DRYRUN of the current value: changes" "$(jmap CD . changes)" 0
+expect_eq "CFG.DRYRUN of the current value: effects" "$(jcol CD "$imp" effect | tr ' ' '\n' | sort -u)" same
+expect_prefix "CFG.DRYRUN with a stale IFREV" "$(rc CFG.DRYRUN platform db.pool 20 IFREV "$R_LOG")" "(error) CONFLICT"
+expect_eq "CFG.REVISION after dry runs" "$(cfg_rev)" "$R_BLOG"
+cj CG CFG.GET platform db.pool
+expect_map "CFG.GET platform db.pool after dry runs" CG . value=10 mod_revision="$R_POOL"
+ok "a dry run of the current value: every target 'same'; a stale IFREV: CONFLICT; dry runs wrote nothing"
+
+echo "== config: watch notifications only on effective change"
+REV0=$(cfg_rev) || exit 1
+redis-cli -2 --json -h 127.0.0.1 -p "$PORT" CFG.WATCH billing SINCE "$REV0" TIMEOUT 20000 >"$tmp/watch.out" 2>&1 &
+pw=$!
+PIDS+=("$pw")
+poll billing_watched || fail "the background CFG.WATCH billing never showed in CFG.TARGETS billing: $(cat "$tmp/watch.out")"
+ok "CFG.WATCH billing SINCE $REV0 TIMEOUT 20000 blocks in a background redis-cli (CFG.TARGETS billing: watches $(cfg_watches billing))"
+RA=$(cfg_set "(a)" platform log.level warn AUTHOR ops-carol REASON "(a) quieter platform") || exit 1
+billing_watched || fail "(a), a platform write of a key billing overrides, answered billing's watch: $(cat "$tmp/watch.out")"
+RB=$(cfg_set "(b)" svc/billing log.level debug AUTHOR billing-bob REASON "(b) same value") || exit 1
+billing_watched || fail "(b), a write of the value billing already has, answered billing's watch: $(cat "$tmp/watch.out")"
+kill -0 "$pw" 2>/dev/null || fail "the watching redis-cli exited before (c): $(cat "$tmp/watch.out")"
+ok "(a) platform log.level=warn (rev $RA; billing overrides it), (b) svc/billing log.level=debug again (rev $RB): the watch still waits"
+RC=$(cfg_set "(c)" platform db.pool 20 AUTHOR ops-carol REASON "(c) bigger pool") || exit 1
+bg_wait "$pw" watch
+[[ $BG_OUT == \[* ]] || fail "the watching redis-cli answered '$BG_OUT'"
+jparse CW "$BG_OUT"
+expect_eq "watch resume_rev" "$(jget CW .0)" "$RC"
+expect_eq "watch event count (only (c))" "$(jlen CW .1)" 1
+expect_map "watch event (c)" CW .1.0 revision="$RC" key=db.pool ns=platform op=set old=10 old_layer=platform \
+  new=20 new_layer=platform author=ops-carol "reason=(c) bigger pool"
+ok "(c) platform db.pool=20 (rev $RC; billing inherits it) answered the watch: exactly one event, 10 -> 20, resume_rev $RC"
+
+echo "== config: resuming a watch"
+RD=$(cfg_set "(d)" platform db.pool 30 AUTHOR ops-carol REASON "(d)") || exit 1            # billing inherits: event
+RE=$(cfg_set "(e)" platform log.level error AUTHOR ops-carol REASON "(e)") || exit 1       # billing overrides: none
+RF=$(cfg_set "(f)" svc/billing feature.beta on AUTHOR billing-bob REASON "(f)") || exit 1  # billing's own layer: event
+RG=$(cfg_set "(g)" svc/search db.pool 5 AUTHOR search-sue REASON "(g)") || exit 1          # another service: none
+RH=$(cfg_set "(h)" svc/billing/1 db.pool 7 AUTHOR billing-bob REASON "(h)") || exit 1      # replica 1 only: none for billing
+cj CW CFG.WATCH billing SINCE "$RC" TIMEOUT 0
+expect_eq "CFG.WATCH billing SINCE $RC: events" "$(jcol CW .1 revision)" "$RD $RF"
+expect_map "resumed event (d)" CW .1.0 key=db.pool old=20 new=30 new_layer=platform
+expect_map "resumed event (f)" CW .1.1 key=feature.beta ns=svc/billing op=set old="(nil)" old_layer=none new=on new_layer=service
+resume=$(jget CW .0)
+[ "$resume" -ge "$RF" ] && [ "$resume" -le "$RH" ] || fail "resume_rev $resume is not within [$RF, $RH]"
+cj CW CFG.WATCH billing SINCE "$resume" TIMEOUT 0
+expect_eq "CFG.WATCH billing SINCE $resume (the resume_rev): events" "$(jlen CW .1)" 0
+ok "CFG.WATCH billing SINCE $RC TIMEOUT 0 returns exactly the 2 missed changes ($RD, $RF of $RD..$RH); from its resume_rev $resume: none"
+cj CW CFG.WATCH billing SINCE "$REV0" TIMEOUT 0
+expect_eq "CFG.WATCH billing SINCE $REV0: events" "$(jcol CW .1 revision)" "$RC $RD $RF"
+cj CW CFG.WATCH billing/1 SINCE "$RC" TIMEOUT 0
+expect_eq "CFG.WATCH billing/1 SINCE $RC: events" "$(jcol CW .1 revision)" "$RD $RF $RH"
+expect_map "billing/1 event (h)" CW .1.2 key=db.pool ns=svc/billing/1 old=30 old_layer=platform new=7 new_layer=replica
+ok "from $REV0 billing gets $RC $RD $RF; billing/1 from $RC also its replica's write: $RD $RF $RH"
+
+cj CW CFG.WATCHRAW platform SINCE "$REV0" TIMEOUT 0
+expect_eq "CFG.WATCHRAW platform SINCE $REV0: events" "$(jcol CW .1 revision)" "$RA $RC $RD $RE"
+expect_map "raw event (a)" CW .1.0 key=log.level ns=platform old=info new=warn author=ops-carol
+expect_map "raw event (e)" CW .1.3 key=log.level ns=platform old=warn new=error
+ok "CFG.WATCHRAW platform SINCE $REV0 returns every platform write, (a) and (e) included: $RA $RC $RD $RE"
+
+echo "== config: compare-and-set, audit, rollback"
+before=$(cfg_rev) || exit 1
+reply=$(rc CFG.SET platform db.pool 40 IFREV "$R_POOL" AUTHOR ops-dave REASON stale)
+expect_prefix "CFG.SET with a stale IFREV" "$reply" "(error) CONFLICT"
+grep -q "mod_revision $RD" <<<"$reply" || fail "CONFLICT does not name the key's revision $RD: $reply"
+expect_prefix "CFG.SET IFREV 0 of an existing key" "$(rc CFG.SET platform db.pool 40 IFREV 0)" "(error) CONFLICT"
+expect_prefix "CFG.DEL with a stale IFREV" "$(rc CFG.DEL platform db.pool IFREV "$RC")" "(error) CONFLICT"
+expect_eq "CFG.REVISION after conflicts" "$(cfg_rev)" "$before"
+cj CG CFG.GET platform db.pool
+expect_map "CFG.GET platform db.pool after conflicts" CG . value=30 mod_revision="$RD"
+ok "stale IFREV ($R_POOL), IFREV 0 on an existing key, CFG.DEL with a stale IFREV: CONFLICT, nothing written: ${reply#(error) }"
+RN=$(cfg_set "CFG.SET IFREV 0 of a new key" platform pool.mode strict IFREV 0 AUTHOR ops-dave REASON create) || exit 1
+RI=$(cfg_set "CFG.SET IFREV $RD" platform db.pool 40 IFREV "$RD" AUTHOR ops-dave REASON "cas to 40") || exit 1
+ok "IFREV 0 creates a new key (rev $RN); IFREV $RD (current) writes db.pool=40 (rev $RI)"
+
+cj CA CFG.AUDIT KEY db.pool
+expect_eq "CFG.AUDIT KEY db.pool revisions" "$(jcol CA . revision)" "$R_POOL $RC $RD $RG $RH $RI"
+expect_eq "CFG.AUDIT KEY db.pool namespaces" "$(jcol CA . ns)" "platform platform platform svc/search svc/billing/1 platform"
+expect_eq "CFG.AUDIT KEY db.pool authors" "$(jcol CA . author)" "ops-alice ops-carol ops-carol search-sue billing-bob ops-dave"
+expect_eq "CFG.AUDIT KEY db.pool old values" "$(jcol CA . old)" "(nil) 10 20 (nil) (nil) 30"
+expect_eq "CFG.AUDIT KEY db.pool new values" "$(jcol CA . new)" "10 20 30 5 7 40"
+expect_map "CFG.AUDIT entry $R_POOL" CA .0 op=set key=db.pool "reason=initial pool" rollback_to=0 layer=platform
+expect_map "CFG.AUDIT entry $RC" CA .1 "reason=(c) bigger pool"
+expect_map "CFG.AUDIT entry $RH" CA .4 layer=replica
+expect_map "CFG.AUDIT entry $RI" CA .5 "reason=cas to 40"
+t_prev=0
+for t in $(jcol CA . time_ms); do
+  [ "$t" -ge "$t_prev" ] || fail "CFG.AUDIT times go backwards: $(jcol CA . time_ms)"
+  t_prev=$t
+done
+now_ms=$(($(now_us) / 1000))
+[ $((now_ms - t_prev)) -lt 60000 ] && [ $((t_prev - now_ms)) -lt 1000 ] || fail "CFG.AUDIT time_ms $t_prev is not now ($now_ms)"
+cj CA CFG.AUDIT NS platform KEY db.pool SINCE "$RC" UNTIL "$RD"
+expect_eq "CFG.AUDIT NS platform KEY db.pool SINCE $RC UNTIL $RD" "$(jcol CA . revision)" "$RC $RD"
+cj CA CFG.AUDIT KEY db.pool NEWEST LIMIT 2
+expect_eq "CFG.AUDIT KEY db.pool NEWEST LIMIT 2" "$(jcol CA . revision)" "$RI $RH"
+cj CA CFG.AUDIT KEY db.pool FROM "$t_prev"
+[[ " $(jcol CA . revision) " == *" $RI "* ]] || fail "CFG.AUDIT KEY db.pool FROM $t_prev (the last write's time) lacks $RI"
+ok "CFG.AUDIT KEY db.pool lists its 6 writes in order with author, reason, old -> new; SINCE/UNTIL, NEWEST LIMIT, FROM work"
+
+RR=$(expect_int "CFG.ROLLBACK platform db.pool $RC" \
+  "$(rc CFG.ROLLBACK platform db.pool "$RC" AUTHOR ops-erin REASON "back to 20")") || exit 1
+[ "$RR" -gt "$RI" ] || fail "rollback revision $RR is not a new revision (after $RI)"
+cj CG CFG.GET platform db.pool
+expect_map "CFG.GET platform db.pool after rollback" CG . value=20 mod_revision="$RR" create_revision="$R_POOL"
+cj CA CFG.AUDIT KEY db.pool NEWEST LIMIT 1
+expect_map "CFG.AUDIT rollback entry" CA .0 revision="$RR" op=rollback ns=platform old=40 new=20 rollback_to="$RC" \
+  author=ops-erin "reason=back to 20"
+cj CW CFG.WATCH billing SINCE "$RI" TIMEOUT 0
+expect_eq "CFG.WATCH billing SINCE $RI after rollback" "$(jcol CW .1 revision)" "$RR"
+expect_map "watch event of the rollback" CW .1.0 op=rollback old=40 new=20
+RR2=$(expect_int "CFG.ROLLBACK platform pool.mode $((RN - 1))" \
+  "$(rc CFG.ROLLBACK platform pool.mode $((RN - 1)) AUTHOR ops-erin REASON undo)") || exit 1
+expect_eq "CFG.GET of a key rolled back to before it existed" "$(rc CFG.GET platform pool.mode)" "(nil)"
+cj CA CFG.AUDIT KEY pool.mode
+expect_eq "CFG.AUDIT KEY pool.mode revisions" "$(jcol CA . revision)" "$RN $RR2"
+expect_map "CFG.AUDIT pool.mode rollback" CA .1 op=rollback old=strict new="(nil)" rollback_to=$((RN - 1))
+ok "CFG.ROLLBACK db.pool to $RC: 20 again as new revision $RR (audited: op rollback, 40 -> 20, by ops-erin; billing notified)"
+ok "CFG.ROLLBACK pool.mode to before it existed deleted it (rev $RR2)"
+
+expect_eq "SESSION.CLOSE billing" "$(rc SESSION.CLOSE "$CSB")" OK
+expect_eq "SESSION.CLOSE search" "$(rc SESSION.CLOSE "$CSS")" OK
+
+# What must survive restarts: values, revision, history, registered targets.
+cfg_snapshot() {
+  local ns
+  echo "revision $(rc CFG.REVISION)"
+  for ns in platform svc/billing svc/billing/1 svc/search; do echo "list $ns $(rj CFG.LIST "$ns")"; done
+  echo "dump billing/1 $(rj CFG.DUMP billing/1)"
+  echo "dump search $(rj CFG.DUMP search)"
+  echo "targets $(rj CFG.TARGETS)"
+  echo "audit $(rj CFG.AUDIT LIMIT 1000)"
+  echo "watch billing $(rj CFG.WATCH billing SINCE "$REV0" TIMEOUT 0)"
+}
+check_cfg_survived() {
+  local what=$1 now t
+  now=$(cfg_snapshot)
+  [ "$now" = "$CFG_SNAP" ] || fail "config after $what differs from before: $(diff <(echo "$CFG_SNAP") <(echo "$now"))"
+  expect_eq "CFG.REVISION after $what" "$(cfg_rev)" "$CFG_REV"
+  cj CE CFG.EFFECTIVE billing/1 log.level
+  expect_map "CFG.EFFECTIVE billing/1 log.level after $what" CE . value=debug layer=service
+  cj CD CFG.DRYRUN platform db.pool 21 ALL
+  imp=$(jkey CD . impacts)
+  at=$(jfind CD "$imp" service billing replica "") || fail "CFG.DRYRUN after $what does not name billing"
+  expect_map "CFG.DRYRUN ALL after $what, billing" CD "$at" effect=changes old=20 new=21
+  at=$(jfind CD "$imp" service billing replica 1) || fail "CFG.DRYRUN after $what does not name billing/1"
+  expect_map "CFG.DRYRUN ALL after $what, billing/1" CD "$at" effect=overridden overridden_by=replica old=7
+  at=$(jfind CD "$imp" service search replica "") || fail "CFG.DRYRUN after $what does not name search"
+  expect_map "CFG.DRYRUN ALL after $what, search" CD "$at" effect=overridden overridden_by=service old=5
+  ok "after $what: CFG.REVISION $CFG_REV; values, lists, audit log, targets and watch history as before"
+  ok "after $what: a dry run still names billing (20 -> 21), billing/1 and search (overridden), their sessions long gone"
+}
 
 # ---- sessions --------------------------------------------------------------------------------
 echo "== sessions"
@@ -380,13 +738,19 @@ ok "1200 pipelined grants with strictly increasing tokens, highest $MAXTOK"
 info=$(rc INFO)
 grep -q '^waiters:0' <<<"${info//$'\r'/}" || fail "INFO before restart should show waiters:0: $info"
 
+CFG_REV=$(cfg_rev) || exit 1
+CFG_SNAP=$(cfg_snapshot)
 stop_coord TERM
 start_coord
+check_cfg_survived "SIGTERM and restart"
+RX=$(cfg_set "CFG.SET after the restart" platform after.restart yes AUTHOR ops-frank REASON "after a restart") || exit 1
+expect_eq "revision of the first write after the restart" "$RX" "$((CFG_REV + 1))"
+ok "the first config write after the restart gets the next revision ($RX)"
 info=$(rc INFO)
 grep -q '^loading:0' <<<"${info//$'\r'/}" || fail "INFO after restart lacks loading:0"
-grep -q '^boot:2' <<<"${info//$'\r'/}" || fail "INFO after restart does not say boot:2: $info"
+grep -q "^boot:$BOOTS\$" <<<"${info//$'\r'/}" || fail "INFO after restart does not say boot:$BOOTS (a start that could not bind counts none): $info"
 expect_prefix "session of the previous boot" "$(rc SESSION.INFO "$A")" "(error) NOSESSION"
-ok "after SIGTERM + restart: INFO loading:0 boot:2, old session $A unknown"
+ok "after SIGTERM + restart: INFO loading:0 boot:$BOOTS, old session $A unknown"
 A2=$(open_session 30000 cli-after-term) || exit 1
 [ "$A2" != "$A" ] && [ "$A2" != "$B" ] && [ "$A2" != "$C" ] || fail "session id $A2 reused after restart"
 r1=$(expect_int "LOCK.ACQUIRE job after restart" "$(rc LOCK.ACQUIRE "$A2" job)") || exit 1
@@ -399,11 +763,20 @@ check_batch "1200 grants before SIGKILL" "$(batch "$A2" post 1200)" 1200 "$MAXTO
 saw_token "$LAST"
 ok "1200 more grants, highest $MAXTOK; now SIGKILL (no clean shutdown)"
 
+RK=$(cfg_set "CFG.SET before SIGKILL" platform before.kill yes AUTHOR ops-frank REASON "just before a crash") || exit 1
+CFG_REV=$(cfg_rev) || exit 1
+CFG_SNAP=$(cfg_snapshot)
 stop_coord KILL
 start_coord
+check_cfg_survived "SIGKILL and restart"
+cj CG CFG.GET platform before.kill
+expect_map "CFG.GET platform before.kill after SIGKILL" CG . value=yes mod_revision="$RK"
+cj CG CFG.GET platform after.restart
+expect_map "CFG.GET platform after.restart after SIGKILL" CG . value=yes mod_revision="$RX"
+ok "the config writes acknowledged before SIGKILL (revs $RX, $RK) survived the crash"
 info=$(rc INFO)
 grep -q '^loading:0' <<<"${info//$'\r'/}" || fail "INFO after crash restart lacks loading:0"
-grep -q '^boot:3' <<<"${info//$'\r'/}" || fail "INFO after crash restart does not say boot:3"
+grep -q "^boot:$BOOTS\$" <<<"${info//$'\r'/}" || fail "INFO after crash restart does not say boot:$BOOTS: $info"
 A3=$(open_session 30000 cli-after-kill) || exit 1
 for lock in job pre0 post0 post1199 fresh; do
   k=$(expect_int "LOCK.ACQUIRE $lock after crash" "$(rc LOCK.ACQUIRE "$A3" "$lock")") || exit 1

@@ -34,7 +34,14 @@ int main(void) {
   return ok ? 0 : 1;
 }
 C
-cc=${CC:-cc}
+# Build the example the way the library was built: same compiler, same sanitizer.
+cache="$build/CMakeCache.txt"
+cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' "$cache")
+cc=${cc:-cc}
+san=""
+grep -q '^RAVEL_SANITIZE:BOOL=ON' "$cache" && san="-fsanitize=address,undefined"
+grep -q '^RAVEL_TSAN:BOOL=ON' "$cache" && san="-fsanitize=thread"
+cc="$cc $san"
 # Shared: the default link.
 $cc -std=gnu17 -o "$tmp/hello-shared" "$tmp/hello.c" $(pkg-config --cflags --libs ravel)
 LD_LIBRARY_PATH="$(pkg-config --variable=libdir ravel)" "$tmp/hello-shared"
