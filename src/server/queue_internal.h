@@ -23,8 +23,10 @@
 
 #include <stdatomic.h>
 
-/* Newest messages whose metadata a topic keeps in memory (the core's hot path). */
+/* Messages whose metadata a topic keeps in memory (the core's hot path). */
 #define QSRV_META_RING 65536
+/* On a ring miss, read this many records ahead (one sequential pass) into the ring. */
+#define QSRV_META_PREFETCH 4096
 /* Heartbeats and idle checks are evaluated this often. */
 #define QSRV_HEARTBEAT_TICK_NS (100 * RV_NS_PER_MS)
 
@@ -47,6 +49,7 @@ typedef struct qs_topic {
   uint64_t acked;        /* last acked seq reported to the core */
   qs_meta *ring;         /* QSRV_META_RING entries */
   rv_qlog_iter *iter;    /* sequential reads for fetch */
+  rv_qlog_iter *meta_iter; /* sequential reads that refill the meta ring */
   uint8_t *scratch;      /* random reads for fetch/meta: max_msg_size */
   size_t scratch_cap;
   struct qs_channel *channels; /* the store contexts of its channels */

@@ -156,6 +156,8 @@ static void topic_free(qs_topic *t) {
   }
   if (t->iter)
     rv_qlog_iter_free(t->iter);
+  if (t->meta_iter)
+    rv_qlog_iter_free(t->meta_iter);
   rv_qlog_close(t->log);
   free(t->ring);
   free(t->scratch);
@@ -335,9 +337,34 @@ static int read_one(qs_topic *t, uint64_t seq, rv_qlog_msg *m) {
   return rc;
 }
 
+/*
+ * Refill the ring from seq onwards with one sequential read: a channel that
+ * is far behind (a backlog older than the ring) asks for consecutive seqs,
+ * and a random read per message would cost a syscall each.
+ */
+static void prefetch_meta(qs_topic *t, uint64_t seq) {
+  if (!t->meta_iter && rv_qlog_iter_new(t->log, seq, &t->meta_iter) != RV_OK) {
+    t->meta_iter = NULL;
+    return;
+  }
+  if (rv_qlog_iter_seq(t->meta_iter) != seq)
+    rv_qlog_iter_seek(t->meta_iter, seq);
+  rv_qlog_msg m;
+  for (int i = 0; i < QSRV_META_PREFETCH; i++) {
+    int rc = rv_qlog_iter_next(t->meta_iter, &m);
+    if (rc == RV_ENOTFOUND)
+      break; /* nothing more acknowledged yet */
+    if (rc != RV_OK)
+      continue; /* a damaged record is skipped; read_one reports it if asked */
+    t->ring[m.seq % QSRV_META_RING] = (qs_meta){m.seq, m.ts_ns, m.defer_until_ns, m.body_len};
+  }
+}
+
 static int st_meta(void *store, void *tctx, uint64_t seq, rv_qstore_meta *out) {
   qs_topic *t = tctx;
   const qs_meta *r = &t->ring[seq % QSRV_META_RING];
+  if (r->seq != seq)
+    prefetch_meta(t, seq);
   if (r->seq == seq) {
     *out = (rv_qstore_meta){r->ts_ns, r->defer_until_ns, r->body_bytes};
     return RV_OK;
