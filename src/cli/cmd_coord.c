@@ -25,17 +25,6 @@ static void usage(FILE *f) {
           RV_COORD_DEFAULT_PORT, RV_COORD_DEFAULT_ADMIN_PORT, RV_COORD_DEFAULT_DATA);
 }
 
-/* Parse a port number; exits with a message on a bad one. */
-static uint16_t parse_port(const char *opt, const char *s) {
-  char *end;
-  long v = strtol(s, &end, 10);
-  if (*end || v < 1 || v > 65535) {
-    fprintf(stderr, "ravel coord: %s %s is invalid: must be 1..65535\n", opt, s);
-    exit(2);
-  }
-  return (uint16_t)v;
-}
-
 int cmd_coord(int argc, char **argv) {
   static const struct option longopts[] = {
       {"host", required_argument, 0, 'H'},       {"port", required_argument, 0, 'p'},
@@ -52,24 +41,17 @@ int cmd_coord(int argc, char **argv) {
       o.host = optarg;
       break;
     case 'p':
-      o.port = parse_port("--port", optarg);
+      o.port = (uint16_t)cli_int_opt("coord", "--port", optarg, 1, 65535);
       break;
     case 'a':
-      o.admin_port = parse_port("--admin-port", optarg);
+      o.admin_port = (uint16_t)cli_int_opt("coord", "--admin-port", optarg, 1, 65535);
       break;
     case 'd':
       o.data_dir = optarg;
       break;
-    case 'l': {
-      char *end;
-      long ms = strtol(optarg, &end, 10);
-      if (*end || ms < 0 || ms > 60000) {
-        fprintf(stderr, "ravel coord: --lock-delay %s is invalid: must be 0..60000 ms\n", optarg);
-        return 2;
-      }
-      o.lock_delay_ns = ms * RV_NS_PER_MS;
+    case 'l':
+      o.lock_delay_ns = cli_int_opt("coord", "--lock-delay", optarg, 0, 60000) * RV_NS_PER_MS;
       break;
-    }
     case 'f':
       o.config_sync_full = true;
       break;

@@ -32,16 +32,8 @@ static void usage(FILE *f) {
           RV_QSRV_DEFAULT_TCP_PORT, RV_QSRV_DEFAULT_HTTP_PORT, RV_QSRV_DEFAULT_DATA);
 }
 
-/* A positive integer option within [lo, hi]; exits with a message otherwise. */
-static int64_t int_opt(const char *name, const char *s, int64_t lo, int64_t hi) {
-  char *end;
-  long long v = strtoll(s, &end, 10);
-  if (*end || v < lo || v > hi) {
-    fprintf(stderr, "ravel queue: %s %s is invalid: must be %lld..%lld\n", name, s,
-            (long long)lo, (long long)hi);
-    exit(2);
-  }
-  return v;
+static int64_t int_opt(const char *opt, const char *value, int64_t lo, int64_t hi) {
+  return cli_int_opt("queue", opt, value, lo, hi);
 }
 
 int cmd_queue(int argc, char **argv) {

@@ -23,6 +23,7 @@
 #include "obs/admin.h"
 #include "proto/resp.h"
 #include "server/coord_internal.h"
+#include "storage/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,29 +61,14 @@ static int state_load(rv_coord *c, uint64_t *boot, uint64_t *ceiling) {
   return rc;
 }
 
-/* Write the state durably: a new file, fsync, rename over the old one, fsync the directory. */
+/* Write the state durably (temp file, fsync, rename, fsync the directory). */
 static int state_save(rv_coord *c, uint64_t boot, uint64_t ceiling) {
-  char path[600], tmp[610];
-  snprintf(path, sizeof path, "%s/%s", c->data_dir, COORD_STATE_FILE);
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return RV_EIO;
   char buf[256];
-  int n = snprintf(buf, sizeof buf,
-                   "# ravel coord state: do not edit while coord runs\nboot %" PRIu64
-                   "\ntoken_ceiling %" PRIu64 "\n",
-                   boot, ceiling);
-  bool ok = write(fd, buf, (size_t)n) == n && fsync(fd) == 0;
-  close(fd);
-  if (!ok || rename(tmp, path) != 0)
-    return RV_EIO;
-  int dfd = open(c->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return RV_OK;
+  snprintf(buf, sizeof buf,
+           "# ravel coord state: do not edit while coord runs\nboot %" PRIu64
+           "\ntoken_ceiling %" PRIu64 "\n",
+           boot, ceiling);
+  return rv_write_file_durable(c->data_dir, COORD_STATE_FILE, buf);
 }
 
 /*
@@ -1073,20 +1059,6 @@ static void setup_metrics(rv_coord *c) {
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
 
-static int mkdir_p(const char *path) {
-  char tmp[512];
-  snprintf(tmp, sizeof tmp, "%s", path);
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p == '/') {
-      *p = 0;
-      if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-      *p = '/';
-    }
-  }
-  return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 int rv_coord_start(rv_coord **out, const rv_coord_opts *o, char *why, size_t why_len) {
   rv_coord *c = calloc(1, sizeof *c);
   if (!c)
@@ -1107,7 +1079,7 @@ int rv_coord_start(rv_coord **out, const rv_coord_opts *o, char *why, size_t why
     c->own_metrics = true;
   }
   int rc = RV_OK;
-  if (mkdir_p(c->data_dir) != 0) {
+  if (rv_mkdir_p(c->data_dir) != 0) {
     snprintf(why, why_len, "cannot create data directory %s: %s", c->data_dir, strerror(errno));
     rc = RV_EIO;
     goto fail;

@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include "server/queue_internal.h"
+#include "storage/fsutil.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -31,63 +32,7 @@
 
 #define QSTATE_FILE "queue.state"
 
-/* ---- small file helpers -------------------------------------------------------------- */
-
-static int mkdir_p(const char *path) {
-  char tmp[700];
-  snprintf(tmp, sizeof tmp, "%s", path);
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p == '/') {
-      *p = 0;
-      if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-      *p = '/';
-    }
-  }
-  return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-/* Remove a directory tree (topic or channel deleted, ephemeral data at start). */
-static void rm_rf(const char *path) {
-  DIR *d = opendir(path);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-        continue;
-      char sub[900];
-      snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-      struct stat st;
-      if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-        rm_rf(sub);
-      else
-        unlink(sub);
-    }
-    closedir(d);
-  }
-  rmdir(path);
-}
-
-/* Write a small file durably: temp file, fsync, rename, fsync the directory. */
-static int write_file_durable(const char *dir, const char *name, const char *text) {
-  char path[900], tmp[910];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return RV_EIO;
-  size_t n = strlen(text);
-  bool ok = write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
-  close(fd);
-  if (!ok || rename(tmp, path) != 0)
-    return RV_EIO;
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return RV_OK;
-}
+/* ---- state files -------------------------------------------------------------- */
 
 /* Read "key value" lines: calls fn for each; returns false if the file is missing. */
 static bool read_kv_file(const char *dir, const char *name, void (*fn)(void *, const char *, uint64_t),
@@ -109,7 +54,7 @@ static bool read_kv_file(const char *dir, const char *name, void (*fn)(void *, c
 int rv__qsrv_state_save(rv_qsrv *s) {
   char text[128];
   snprintf(text, sizeof text, "id_prefix_next %u\n", (unsigned)s->id_prefix_next);
-  return write_file_durable(s->data_dir, QSTATE_FILE, text);
+  return rv_write_file_durable(s->data_dir, QSTATE_FILE, text);
 }
 
 static void topic_meta_save(qs_topic *t) {
@@ -117,7 +62,7 @@ static void topic_meta_save(qs_topic *t) {
     return;
   char text[128];
   snprintf(text, sizeof text, "id_prefix %u\npaused %d\n", (unsigned)t->id_prefix, t->paused);
-  if (write_file_durable(t->dir, "topic.meta", text) != RV_OK)
+  if (rv_write_file_durable(t->dir, "topic.meta", text) != RV_OK)
     rv_log_error(t->srv->log, "cannot write topic metadata", "topic=%s dir=%s", t->name, t->dir);
 }
 
@@ -126,7 +71,7 @@ static void channel_meta_save(qs_channel *c) {
     return;
   char text[64];
   snprintf(text, sizeof text, "paused %d\n", c->paused);
-  if (write_file_durable(c->dir, "channel.meta", text) != RV_OK)
+  if (rv_write_file_durable(c->dir, "channel.meta", text) != RV_OK)
     rv_log_error(c->t->srv->log, "cannot write channel metadata", "topic=%s channel=%s",
                  c->t->name, c->name);
 }
@@ -181,7 +126,7 @@ static int topic_open(rv_qsrv *s, const char *name, uint16_t id_prefix, bool eph
   t->scratch = malloc(t->scratch_cap);
   char logdir[700];
   snprintf(logdir, sizeof logdir, "%s/log", t->dir);
-  if (!t->ring || !t->scratch || mkdir_p(logdir) != 0) {
+  if (!t->ring || !t->scratch || rv_mkdir_p(logdir) != 0) {
     int rc = t->ring && t->scratch ? RV_EIO : RV_ENOMEM;
     topic_free(t);
     return rc;
@@ -236,7 +181,7 @@ static void st_topic_delete(void *store, void *ctx) {
   char dir[sizeof t->dir];
   memcpy(dir, t->dir, sizeof dir);
   topic_free(t);
-  rm_rf(dir);
+  rv_rm_rf(dir);
 }
 
 /* ---- channels ---------------------------------------------------------------------------- */
@@ -253,7 +198,7 @@ static int channel_open(qs_topic *t, const char *name, bool ephemeral, bool paus
   if (!c->ephemeral) {
     snprintf(c->dir, sizeof c->dir, "%s/channels/%s", t->dir, name);
     rv_qjournal_opts jo = {.start_seq = start_seq};
-    int rc = mkdir_p(c->dir) == 0 ? rv_qjournal_open(&c->j, t->log, c->dir, &jo) : RV_EIO;
+    int rc = rv_mkdir_p(c->dir) == 0 ? rv_qjournal_open(&c->j, t->log, c->dir, &jo) : RV_EIO;
     if (rc != RV_OK) {
       free(c);
       return rc;
@@ -287,7 +232,7 @@ static void st_channel_delete(void *store, void *ctx) {
   channel_unlink(c);
   if (c->j) {
     rv_qjournal_remove(c->j);
-    rm_rf(c->dir);
+    rv_rm_rf(c->dir);
   }
   free(c);
 }
@@ -590,7 +535,7 @@ static int recover_topic(rv_qsrv *s, const char *name, char *why, size_t why_len
 }
 
 int rv__qsrv_recover_prefix(rv_qsrv *s, char *why, size_t why_len) {
-  if (mkdir_p(s->data_dir) != 0) {
+  if (rv_mkdir_p(s->data_dir) != 0) {
     snprintf(why, why_len, "cannot create data directory %s: %s", s->data_dir, strerror(errno));
     return RV_EIO;
   }
@@ -603,9 +548,9 @@ int rv__qsrv_recover_prefix(rv_qsrv *s, char *why, size_t why_len) {
 int rv__qsrv_recover(rv_qsrv *s, char *why, size_t why_len) {
   char path[700];
   snprintf(path, sizeof path, "%s/ephemeral", s->data_dir);
-  rm_rf(path); /* ephemeral topics do not survive a restart */
+  rv_rm_rf(path); /* ephemeral topics do not survive a restart */
   snprintf(path, sizeof path, "%s/topics", s->data_dir);
-  if (mkdir_p(path) != 0) {
+  if (rv_mkdir_p(path) != 0) {
     snprintf(why, why_len, "cannot create %s: %s", path, strerror(errno));
     return RV_EIO;
   }
