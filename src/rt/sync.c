@@ -123,6 +123,46 @@ static void copy_name(char *dst, const char *name) {
   snprintf(dst, RV_LOCK_NAME_MAX, "%s", name ? name : "?");
 }
 
+/* What a lock's slow path needs to know about the lock. */
+typedef struct slow_path {
+  rv_rawmu *mu;
+  rv__waitq *q;
+  int *queued;                  /* counter of waiters to bump (writers_waiting), or NULL */
+  void (*withdrawn)(void *obj); /* see block() */
+  void *obj;
+  rv_wait_kind wait_kind;
+  uint64_t id;
+  const char *name;
+  rv_lock_kind kind;
+  rv_lock_mode mode;
+} slow_path;
+
+/*
+ * The lock was not free: queue, publish the wait, park until granted or ctx
+ * ends, and record the hold on success.  Called with sp->mu held; returns
+ * with it released.
+ */
+static int acquire_slow(rv_thread *self, const slow_path *sp, rv_ctx *ctx, const char *file,
+                        int line) {
+  int err = rv_ctx_err(ctx);
+  if (err) {
+    rv_rawmu_unlock(sp->mu);
+    return err;
+  }
+  rv__waiter w = {.thread = self};
+  q_push(sp->q, &w);
+  if (sp->queued)
+    (*sp->queued)++;
+  rv_rawmu_unlock(sp->mu);
+
+  rv__wait_begin(self, sp->wait_kind, sp->id, sp->name, file, line);
+  int rc = block(sp->mu, sp->q, &w, ctx, RV_NO_DEADLINE, sp->withdrawn, sp->obj);
+  rv__wait_end(self);
+  if (rc == 0)
+    rv__hold_add(self, sp->id, sp->name, sp->kind, sp->mode, file, line);
+  return rc;
+}
+
 /* ---- mutex -------------------------------------------------------------------- */
 
 void rv_mutex_init(rv_mutex *m, const char *name) {
@@ -149,21 +189,9 @@ int rv__mutex_lock(rv_mutex *m, rv_ctx *ctx, const char *file, int line) {
     rv__hold_add(self, m->id, m->name, RV_LOCK_MUTEX, RV_MODE_WRITE, file, line);
     return RV_OK;
   }
-  int err = rv_ctx_err(ctx);
-  if (err) {
-    rv_rawmu_unlock(&m->mu);
-    return err;
-  }
-  rv__waiter w = {.thread = self};
-  q_push(&m->waiters, &w);
-  rv_rawmu_unlock(&m->mu);
-
-  rv__wait_begin(self, RV_WAIT_MUTEX, m->id, m->name, file, line);
-  int rc = block(&m->mu, &m->waiters, &w, ctx, RV_NO_DEADLINE, NULL, NULL);
-  rv__wait_end(self);
-  if (rc == 0)
-    rv__hold_add(self, m->id, m->name, RV_LOCK_MUTEX, RV_MODE_WRITE, file, line);
-  return rc;
+  slow_path sp = {&m->mu, &m->waiters, NULL, NULL, NULL, RV_WAIT_MUTEX,
+                  m->id,  m->name,     RV_LOCK_MUTEX, RV_MODE_WRITE};
+  return acquire_slow(self, &sp, ctx, file, line);
 }
 
 int rv__mutex_trylock(rv_mutex *m, const char *file, int line) {
@@ -253,21 +281,9 @@ int rv__rwlock_rdlock(rv_rwlock *rw, rv_ctx *ctx, const char *file, int line) {
     rv__hold_add(self, rw->id, rw->name, RV_LOCK_RWLOCK, RV_MODE_READ, file, line);
     return RV_OK;
   }
-  int err = rv_ctx_err(ctx);
-  if (err) {
-    rv_rawmu_unlock(&rw->mu);
-    return err;
-  }
-  rv__waiter w = {.thread = self};
-  q_push(&rw->rq, &w);
-  rv_rawmu_unlock(&rw->mu);
-
-  rv__wait_begin(self, RV_WAIT_RDLOCK, rw->id, rw->name, file, line);
-  int rc = block(&rw->mu, &rw->rq, &w, ctx, RV_NO_DEADLINE, NULL, NULL);
-  rv__wait_end(self);
-  if (rc == 0)
-    rv__hold_add(self, rw->id, rw->name, RV_LOCK_RWLOCK, RV_MODE_READ, file, line);
-  return rc;
+  slow_path sp = {&rw->mu, &rw->rq, NULL,     NULL, NULL, RV_WAIT_RDLOCK,
+                  rw->id,  rw->name, RV_LOCK_RWLOCK, RV_MODE_READ};
+  return acquire_slow(self, &sp, ctx, file, line);
 }
 
 int rv__rwlock_wrlock(rv_rwlock *rw, rv_ctx *ctx, const char *file, int line) {
@@ -279,22 +295,9 @@ int rv__rwlock_wrlock(rv_rwlock *rw, rv_ctx *ctx, const char *file, int line) {
     rv__hold_add(self, rw->id, rw->name, RV_LOCK_RWLOCK, RV_MODE_WRITE, file, line);
     return RV_OK;
   }
-  int err = rv_ctx_err(ctx);
-  if (err) {
-    rv_rawmu_unlock(&rw->mu);
-    return err;
-  }
-  rv__waiter w = {.thread = self};
-  q_push(&rw->wq, &w);
-  rw->writers_waiting++;
-  rv_rawmu_unlock(&rw->mu);
-
-  rv__wait_begin(self, RV_WAIT_WRLOCK, rw->id, rw->name, file, line);
-  int rc = block(&rw->mu, &rw->wq, &w, ctx, RV_NO_DEADLINE, rw_writer_withdrawn, rw);
-  rv__wait_end(self);
-  if (rc == 0)
-    rv__hold_add(self, rw->id, rw->name, RV_LOCK_RWLOCK, RV_MODE_WRITE, file, line);
-  return rc;
+  slow_path sp = {&rw->mu, &rw->wq, &rw->writers_waiting, rw_writer_withdrawn, rw,
+                  RV_WAIT_WRLOCK, rw->id, rw->name, RV_LOCK_RWLOCK, RV_MODE_WRITE};
+  return acquire_slow(self, &sp, ctx, file, line);
 }
 
 void rv_rwlock_rdunlock(rv_rwlock *rw) {
