@@ -13,6 +13,7 @@ typedef struct subcommand {
 static const subcommand subcommands[] = {
     {"coord", cmd_coord, "run the coordination server (locks, sessions, config; RESP on :7400)"},
     {"queue", cmd_queue, "run the event queue (NSQ protocol on :4150, HTTP API on :4151)"},
+    {"up", cmd_up, "run coord and queue together in one process"},
 };
 
 static void usage(FILE *f) {
