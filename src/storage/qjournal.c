@@ -60,6 +60,8 @@
 #define RV__QJ_FIN 1
 #define RV__QJ_DEFER 2
 #define RV__QJ_CHECKPOINT 3
+#define RV__QJ_SKIP 4
+#define RV__QJ_SKIP_PAYLOAD_BYTES 17
 #define RV__QJ_FIN_PAYLOAD_BYTES 9
 #define RV__QJ_DEFER_PAYLOAD_BYTES 19
 #define RV__QJ_CKPT_FIXED_BYTES 25
@@ -299,6 +301,22 @@ static int rv__qj_apply_fin(rv_qjournal *j, uint64_t seq) {
   }
   rv__qj_dremove(j, seq);
   return 1;
+}
+
+/* Every seq in [first, last] is done (a channel emptied).  1: changed, 0: nothing, <0: rv_err. */
+static int rv__qj_apply_skip(rv_qjournal *j, uint64_t first, uint64_t last) {
+  if (last < j->floor || last < first)
+    return 0;
+  if (first < j->floor)
+    first = j->floor;
+  int changed = 0;
+  for (uint64_t seq = first; seq <= last; seq++) {
+    int rc = rv__qj_apply_fin(j, seq);
+    if (rc < 0)
+      return rc;
+    changed |= rc;
+  }
+  return changed;
 }
 
 /* 1: changed, 0: nothing to do (finished, or the same deferral again), <0: an rv_err. */
@@ -624,6 +642,8 @@ static int rv__qj_load(rv_qjournal *j, uint64_t gen) {
     int arc;
     if (payload[0] == RV__QJ_FIN && len == RV__QJ_FIN_PAYLOAD_BYTES)
       arc = rv__qj_apply_fin(j, rv__get_u64(payload + 1));
+    else if (payload[0] == RV__QJ_SKIP && len == RV__QJ_SKIP_PAYLOAD_BYTES)
+      arc = rv__qj_apply_skip(j, rv__get_u64(payload + 1), rv__get_u64(payload + 9));
     else if (payload[0] == RV__QJ_DEFER && len == RV__QJ_DEFER_PAYLOAD_BYTES)
       arc = rv__qj_apply_defer(j, rv__get_u64(payload + 1), (int64_t)rv__get_u64(payload + 9),
                                rv__get_u16(payload + 17));
@@ -869,6 +889,37 @@ int rv_qjournal_fin(rv_qjournal *j, uint64_t seq, uint64_t *lsn) {
         j->fins++;
         wake = rv__qj_mark_dirty_locked(j);
       }
+    }
+  }
+  if (rc >= 0 && lsn)
+    *lsn = j->lsn;
+  rv_mutex_unlock(&j->mu);
+  rv__qj_after_record(j, wake);
+  return rc < 0 ? rc : RV_OK;
+}
+
+/*
+ * A range finished at once (a channel emptied): one record however long the
+ * range, so emptying a large backlog neither bloats the journal nor writes a
+ * record per message.
+ */
+int rv_qjournal_skip(rv_qjournal *j, uint64_t first, uint64_t last, uint64_t *lsn) {
+  if (first == 0 || last < first)
+    return RV_EINVAL;
+  bool wake = false;
+  rv_mutex_lock(&j->mu);
+  int rc = atomic_load(&j->failed);
+  if (rc == RV_OK) {
+    rc = rv__qj_apply_skip(j, first, last);
+    if (rc == 1) {
+      uint8_t rec[RV__QJ_REC_HEADER_BYTES + RV__QJ_SKIP_PAYLOAD_BYTES];
+      rec[RV__QJ_REC_HEADER_BYTES] = RV__QJ_SKIP;
+      rv__put_u64(rec + RV__QJ_REC_HEADER_BYTES + 1, first);
+      rv__put_u64(rec + RV__QJ_REC_HEADER_BYTES + 9, last);
+      rv__qj_seal(rec, RV__QJ_SKIP_PAYLOAD_BYTES);
+      rc = rv__qj_append_locked(j, rec, sizeof rec);
+      if (rc == RV_OK)
+        wake = rv__qj_mark_dirty_locked(j);
     }
   }
   if (rc >= 0 && lsn)

@@ -126,6 +126,8 @@ int rv_qjournal_fin(rv_qjournal *j, uint64_t seq, uint64_t *lsn);
  * count; due_ns 0 takes it out of the deferred set (ready again).  A seq
  * below the floor or finished is ignored.  Same results as rv_qjournal_fin.
  */
+/* Every seq in [first, last] is finished (a channel emptied): one record. */
+int rv_qjournal_skip(rv_qjournal *j, uint64_t first, uint64_t last, uint64_t *lsn);
 int rv_qjournal_defer(rv_qjournal *j, uint64_t seq, int64_t due_ns, uint16_t attempts,
                       uint64_t *lsn);
 

@@ -644,6 +644,44 @@ static void test_journal_recovery(void **state) {
 }
 
 /* A checkpoint every ~1 KiB: state survives rotations; old files go away. */
+/* A channel emptied: one SKIP record finishes a whole range, survives a reopen,
+ * and drops deferrals inside it. */
+static void test_journal_skip_range(void **state) {
+  fixture *f = *state;
+  rv_qlog_opts o = {.manual_sync = true, .no_auto_reclaim = true, .log = f->log};
+  rv_qlog *q;
+  assert_int_equal(rv_qlog_open(&q, f->topic, &o), RV_OK);
+  append_canonical(q, 5000, 25);
+  rv_qjournal *j;
+  rv_qjournal_opts jo = {.start_seq = 1};
+  assert_int_equal(rv_qjournal_open(&j, q, f->chan, &jo), RV_OK);
+  assert_int_equal(rv_qjournal_fin(j, 3, NULL), RV_OK);
+  assert_int_equal(rv_qjournal_defer(j, 4100, INT64_C(1700000000000000000), 2, NULL), RV_OK);
+  rv_qjournal_stats before;
+  rv_qjournal_stats_get(j, &before);
+  assert_int_equal(rv_qjournal_skip(j, 1, 2999, NULL), RV_OK);
+  uint64_t lsn;
+  assert_int_equal(rv_qjournal_skip(j, 4000, 4500, &lsn), RV_OK);
+  assert_int_equal(rv_qjournal_skip(j, 5, 4, NULL), RV_EINVAL);
+  rv_qjournal_stats after;
+  rv_qjournal_stats_get(j, &after);
+  assert_int_equal(after.lsn, before.lsn + 2); /* one record per range */
+  assert_int_equal(rv_qjournal_floor(j), 3000);
+  assert_int_equal(rv_qjournal_deferred_count(j), 0);
+  assert_int_equal(rv_qjournal_wait_durable(j, lsn, NULL), RV_OK);
+  rv_qlog_close(q);
+
+  assert_int_equal(rv_qlog_open(&q, f->topic, &o), RV_OK);
+  assert_int_equal(rv_qjournal_open(&j, q, f->chan, NULL), RV_OK);
+  assert_int_equal(rv_qjournal_floor(j), 3000);
+  assert_false(rv_qjournal_is_finished(j, 3999));
+  for (uint64_t s = 4000; s <= 4500; s++)
+    assert_true(rv_qjournal_is_finished(j, s));
+  assert_false(rv_qjournal_is_finished(j, 4501));
+  assert_int_equal(rv_qjournal_deferred_count(j), 0);
+  rv_qlog_close(q);
+}
+
 static void test_journal_checkpoints(void **state) {
   fixture *f = *state;
   rv_qlog_opts o = {.manual_sync = true, .no_auto_reclaim = true, .log = f->log};
@@ -1026,6 +1064,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_checksum_detects_flipped_byte, setup, teardown),
       cmocka_unit_test_setup_teardown(test_torn_tail_truncated, setup, teardown),
       cmocka_unit_test_setup_teardown(test_journal_recovery, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_journal_skip_range, setup, teardown),
       cmocka_unit_test_setup_teardown(test_journal_checkpoints, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reclaim_exact_segments, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reclaim_by_channels, setup, teardown),
