@@ -144,6 +144,60 @@ static void send_ok(qconn *k, qs_topic *t, uint64_t seq) {
 
 /* ---- durability ------------------------------------------------------------------------------------ */
 
+static void dwait_complete(qdwait *w) {
+  rv_mutex_lock(&w->mu);
+  w->done = true;
+  rv_cond_signal(&w->cv);
+  rv_mutex_unlock(&w->mu);
+}
+
+/* Loop thread: complete the waiters whose sequence is durable (or whose topic is gone). */
+static void dwait_release(rv_qsrv *s, qs_topic *gone) {
+  for (qdwait **pp = &s->durable_waiters; *pp;) {
+    qdwait *w = *pp;
+    if (w->t == gone || w->t->acked >= w->seq) {
+      *pp = w->next;
+      dwait_complete(w);
+    } else {
+      pp = &w->next;
+    }
+  }
+}
+
+void rv__qsrv_dwait_begin(rv_qsrv *s, qdwait *w, qs_topic *t, uint64_t seq) {
+  *w = (qdwait){.t = t, .seq = seq};
+  rv_mutex_init(&w->mu, "qsrv-durable-wait");
+  rv_cond_init(&w->cv, "qsrv-durable-wait");
+  if (t->acked >= seq) {
+    w->done = true;
+    return;
+  }
+  w->next = s->durable_waiters;
+  s->durable_waiters = w;
+}
+
+static void dwait_remove(rv_qsrv *s, void *arg) {
+  for (qdwait **pp = &s->durable_waiters; *pp; pp = &(*pp)->next)
+    if (*pp == arg) {
+      *pp = ((qdwait *)arg)->next;
+      return;
+    }
+}
+
+int rv__qsrv_dwait_end(rv_qsrv *s, qdwait *w, rv_ctx *ctx) {
+  int rc = RV_OK;
+  rv_mutex_lock(&w->mu);
+  while (!w->done && rc == RV_OK)
+    rc = rv_cond_wait(&w->cv, &w->mu, ctx);
+  bool done = w->done;
+  rv_mutex_unlock(&w->mu);
+  if (!done)
+    rv__qsrv_on_loop(s, dwait_remove, w); /* gave up: the loop must forget it */
+  rv_cond_destroy(&w->cv);
+  rv_mutex_destroy(&w->mu);
+  return done ? RV_OK : rc;
+}
+
 qs_topic *rv__qsrv_topic(rv_qsrv *s, uint64_t core_id) {
   for (qs_topic *t = s->topics; t; t = t->next) {
     if (!t->core_id)
@@ -170,12 +224,14 @@ void rv__qsrv_durable(rv_qsrv *s) {
     return;
   for (qconn *k = s->conns; k; k = k->next)
     release_replies(k);
+  dwait_release(s, NULL);
   rv__qsrv_events(s);
 }
 
 static void on_durable_wake(void *arg) { rv__qsrv_durable(arg); }
 
 void rv__qsrv_topic_gone(rv_qsrv *s, qs_topic *t) {
+  dwait_release(s, t);
   for (qconn *k = s->conns; k; k = k->next) {
     for (qreply *r = k->pending_head; r; r = r->next)
       if (r->t == t)

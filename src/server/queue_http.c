@@ -27,7 +27,7 @@
  *
  * Durability.  /pub and /mpub answer OK only once their messages are durable
  * under the configured policy: the job appends on the loop thread, then the
- * HTTP thread (not the loop) blocks in rv_qlog_wait_durable.  Under
+ * HTTP thread (not the loop) blocks in rv__qsrv_dwait_end.  Under
  * sync_none ("fast") the log acknowledges at write(2), so there is nothing
  * to wait for (waiting would force the fsync the mode exists to skip).
  *
@@ -218,6 +218,8 @@ typedef struct pub_job {
   int rc;                 /* out: RV_QUEUE_* */
   qs_topic *t;            /* out: the seq to wait for is in this topic's log */
   uint64_t last_seq;
+  bool waiting;           /* out: dw is registered with the loop */
+  qdwait dw;
   char why[RV_QUEUE_ERRMSG_MAX];
 } pub_job;
 
@@ -227,18 +229,20 @@ static void pub_on_loop(rv_qsrv *s, void *arg) {
                : topic_ensure(s, rv__qsrv_now(), j->topic);
   if (j->rc != RV_QUEUE_OK)
     errmsg_copy(s, j->rc, j->why, sizeof j->why);
+  else if (j->n && j->t && !s->o.sync_none) {
+    /* Registered in the same job as the publish: the topic cannot vanish in between. */
+    rv__qsrv_dwait_begin(s, &j->dw, j->t, j->last_seq);
+    j->waiting = true;
+  }
   rv__qsrv_events(s);
 }
 
 /*
  * Publish on the loop thread, then wait here, off the loop, until the last
  * message is durable, and answer nsqd's "OK".
- *
- * Known race, accepted: t->log is read after the loop job returned, so a
- * /topic/delete (or an ephemeral topic's cleanup) running between the job
- * and the wait would free the log under us.  Closing that needs a reference
- * on the topic's log that survives its deletion; until the contract has one,
- * deleting a topic while publishing to it over HTTP is unsupported.
+ * The waiter is registered with the loop in the publish's own job and the
+ * loop completes it when the sequence is durable or the topic is deleted,
+ * so a concurrent /topic/delete is safe.
  */
 static void publish_reply(rv_qsrv *s, const char *topic, rv_qstore_msg *msgs, size_t n,
                           rv_admin_response *r) {
@@ -253,9 +257,9 @@ static void publish_reply(rv_qsrv *s, const char *topic, rv_qstore_msg *msgs, si
     reply_error(r, 500, "INTERNAL_ERROR");
     return;
   }
-  if (n > 0 && !s->o.sync_none) {
+  if (j.waiting) {
     rv_ctx *ctx = rv_ctx_with_timeout(NULL, QH_DURABLE_WAIT_NS);
-    int rc = ctx ? rv_qlog_wait_durable(j.t->log, j.last_seq, ctx) : RV_ENOMEM;
+    int rc = rv__qsrv_dwait_end(s, &j.dw, ctx);
     rv_ctx_free(ctx);
     if (rc != RV_OK) {
       rv_counter_inc(s->m.publish_errors);

@@ -120,6 +120,7 @@ struct rv_qsrv {
   struct qjob *jobs;
   bool loop_stopped;       /* jobs now run on their caller's thread */
   atomic_int storage_failed; /* 0, or the rv_err a topic log failed with (/ping reports it) */
+  struct qdwait *durable_waiters; /* HTTP publishes waiting for durability (loop-owned list) */
   qs_topic *topics;
   qconn *conns;
   size_t nconns;
@@ -152,6 +153,24 @@ int rv__qsrv_publish(rv_qsrv *s, const char *topic, rv_qstore_msg *msgs, size_t 
                      uint64_t *last_seq);
 /* Act on the core's events in s->ev (deliveries, notifications, closes), then clear them. */
 void rv__qsrv_events(rv_qsrv *s);
+/*
+ * An HTTP publish waiting for durability.  rv__qsrv_dwait_begin runs on the
+ * loop thread in the same job as the publish (so the topic cannot be deleted
+ * in between); rv__qsrv_dwait_end, on the HTTP thread, waits until t's seq is
+ * durable (RV_OK; also RV_OK if the topic was deleted meanwhile: the publish
+ * had been accepted) or ctx ends (its error).  The loop owns the waiter list,
+ * so a deleted topic is never touched after it is gone.
+ */
+typedef struct qdwait {
+  struct qdwait *next;
+  qs_topic *t;
+  uint64_t seq;
+  bool done;
+  rv_mutex mu;
+  rv_cond cv;
+} qdwait;
+void rv__qsrv_dwait_begin(rv_qsrv *s, qdwait *w, qs_topic *t, uint64_t seq);
+int rv__qsrv_dwait_end(rv_qsrv *s, qdwait *w, rv_ctx *ctx);
 /* A topic's log reported progress: release acks and deliveries.  Loop thread. */
 void rv__qsrv_durable(rv_qsrv *s);
 /* The qs_topic for a core topic handle (NULL if none). */
