@@ -352,13 +352,20 @@ static int wait_fd(int fd, short events, int64_t deadline_ns, rv_ctx *ctx, rv_wa
   rv_thread *self = rv_thread_self();
   rv__ctxwait cw;
   rv__ctxwait_begin(&cw, ctx, self);
-  rv__wait_begin(self, kind, 0, what, __FILE__, __LINE__);
+  /* Inside a published external wait ("dlock acct-42") the socket wait is its
+   * mechanism: keep showing the external one. */
+  rv_rawmu_lock(&self->mu);
+  bool nested = self->wait.kind == RV_WAIT_EXTERNAL;
+  rv_rawmu_unlock(&self->mu);
+  if (!nested)
+    rv__wait_begin(self, kind, 0, what, __FILE__, __LINE__);
   int rc;
   while ((rc = rv__ctxwait_check(&cw, deadline_ns)) == 0) {
     if (park_fd(self, fd, events, rv__ctxwait_deadline(&cw, deadline_ns)))
       break;
   }
-  rv__wait_end(self);
+  if (!nested)
+    rv__wait_end(self);
   rv__ctxwait_end(&cw);
   return rc;
 }

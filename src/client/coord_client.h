@@ -1,0 +1,240 @@
+/*
+ * The coord client of libravel: sessions with keepalive, distributed locks
+ * with fencing tokens, effective config, config watches and a config-built
+ * object cache, spoken over RESP to `ravel coord` (docs/coord.md).
+ *
+ * Model, in the manner of Go's context-based clients: every call that may
+ * block takes an rv_ctx and returns RV_ECANCELED / RV_EDEADLINE promptly when
+ * it ends, undoing what it half did (a lock wait is withdrawn on the server).
+ * All network I/O goes through rt's connections (rv_conn_*), so every wait
+ * honours the context; hiredis is used only as a RESP reply parser.
+ *
+ * Connections and threads:
+ *  - one control connection per client (rv_mutex "coord-control") for short
+ *    request/reply commands (SESSION.OPEN/CLOSE, LOCK.RELEASE, CFG.EFFECTIVE);
+ *  - one connection per blocking LOCK.ACQUIRE (it blocks its connection, like
+ *    BLPOP), taken from a small bounded pool of idle connections;
+ *  - one background thread per session ("coord-keepalive", own connection)
+ *    sending SESSION.KEEPALIVE every ttl/3;
+ *  - one background thread per watch ("coord-watch", own connection) running
+ *    CFG.WATCH / CFG.WATCHRAW long polls; callbacks run on it.
+ * A client may be used from any number of threads at once.
+ */
+#ifndef RAVEL_CLIENT_COORD_CLIENT_H
+#define RAVEL_CLIENT_COORD_CLIENT_H
+
+#include "rt/ctx.h"
+#include "rt/rt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RV_COORD_CLIENT_DEFAULT_HOST "127.0.0.1"
+#define RV_COORD_CLIENT_DEFAULT_PORT 7400
+/* Idle lock connections kept for reuse; more are closed after use. */
+#define RV_COORD_POOL_IDLE_MAX 4
+/* Lock waits (connections) in flight at once per client, by default; more wait their turn. */
+#define RV_COORD_LOCK_CONNS_DEFAULT 64
+/* Bound on short operations that take no context (release, close, keepalive). */
+#define RV_COORD_OP_TIMEOUT_NS (5 * RV_NS_PER_S)
+/* Longest lock description the server accepts (bytes, without the NUL). */
+#define RV_DLOCK_DESC_MAX 256
+/* Watch long-poll length (the server's TIMEOUT); the poll is repeated. */
+#define RV_CONFIG_WATCH_POLL_MS 10000
+/* "Watch from the current revision" for rv_config_watch's since_rev. */
+#define RV_CONFIG_SINCE_NOW UINT64_MAX
+/* Namespaces a raw watch may name (the server's limit). */
+#define RV_CONFIG_RAW_NS_MAX 8
+
+typedef struct rv_coord_client rv_coord_client;
+typedef struct rv_session rv_session;
+typedef struct rv_dlock rv_dlock;
+typedef struct rv_config_watcher rv_config_watcher;
+typedef struct rv_config_cache rv_config_cache;
+
+typedef struct rv_coord_client_opts {
+  const char *host;      /* default RV_COORD_CLIENT_DEFAULT_HOST (numeric: connect is then cancellable) */
+  uint16_t port;         /* default RV_COORD_CLIENT_DEFAULT_PORT */
+  /* Identity sent with SESSION.OPEN. */
+  const char *service;   /* required for sessions */
+  const char *replica;   /* optional */
+  const char *host_name; /* optional: this machine's name */
+  const char *admin_url; /* optional: this process's admin endpoint */
+  int pid;               /* 0: rv_getpid() */
+  int lock_conns_max;    /* 0: RV_COORD_LOCK_CONNS_DEFAULT */
+} rv_coord_client_opts;
+
+/* Counters since the client was opened (read with rv_coord_client_stats). */
+typedef struct rv_coord_stats {
+  uint64_t acquisitions;   /* locks granted */
+  uint64_t waits;          /* acquires that had to wait (not granted at once) */
+  uint64_t cancels;        /* acquires that ended by ctx cancel/deadline, withdrawn */
+  uint64_t keepalives;     /* successful SESSION.KEEPALIVEs */
+  uint64_t session_losses; /* sessions lost (expired, closed server-side, unreachable) */
+  uint64_t watch_events;   /* watch callbacks delivered */
+  uint64_t watch_reconnects;
+  uint64_t watch_resyncs;  /* COMPACTED/FUTURE answers: continued from the current revision */
+  uint64_t cache_rebuilds; /* rv_config_cache objects rebuilt after the first build */
+} rv_coord_stats;
+
+/* Connect (ctx bounds the connect).  Returns 0 or an rv_err. */
+int rv_coord_client_open(rv_coord_client **out, rv_ctx *ctx, const rv_coord_client_opts *o);
+/* Close; sessions, watches and caches of the client must be closed first. */
+void rv_coord_client_close(rv_coord_client *c);
+void rv_coord_client_stats(rv_coord_client *c, rv_coord_stats *out);
+/*
+ * The text of the last error reply the server sent to a call of the calling
+ * thread ("NOTOWNER ..."); "" if none.  Valid until the thread's next call.
+ */
+const char *rv_coord_last_error(void);
+
+/* ---- sessions ------------------------------------------------------------------ */
+
+/* Called once, on the keepalive thread, when the session is lost; reason says why.
+ * It must not block long nor call rv_session_close (which joins that thread). */
+typedef void (*rv_session_lost_fn)(void *arg, const char *reason);
+
+int rv_session_open(rv_ctx *ctx, rv_coord_client *c, int64_t ttl_ms, rv_session **out);
+/* Same, with a loss callback (may be NULL). */
+int rv_session_open_cb(rv_ctx *ctx, rv_coord_client *c, int64_t ttl_ms,
+                       rv_session_lost_fn on_lost, void *arg, rv_session **out);
+/* The server's session id. */
+uint64_t rv_session_id(const rv_session *s);
+/*
+ * A context cancelled ("session lost: ...") when the session is lost, or
+ * ("session closed") by rv_session_close.  Valid until rv_session_close;
+ * derive work contexts from it so that work under a lost lock stops.
+ */
+rv_ctx *rv_session_ctx(rv_session *s);
+bool rv_session_lost(rv_session *s);
+/*
+ * Stop the keepalive, close the session on the server (its locks go to their
+ * waiters).  Release or drop every rv_dlock of the session first, and let no
+ * acquire on it be running.
+ */
+void rv_session_close(rv_session *s);
+/* Test hook: stop (true) or resume (false) sending keepalives. */
+void rv_session_test_pause_keepalive(rv_session *s, bool pause);
+
+/* ---- distributed locks -------------------------------------------------------------- */
+
+/*
+ * Acquire lock `name` for session s, waiting in the server's FIFO as long as
+ * ctx allows.  description NULL: "pid P thread ID NAME: TASK" from the thread
+ * registry.  While waiting the thread publishes the external wait "dlock NAME".
+ * Returns 0 (*out set), RV_ECANCELED / RV_EDEADLINE (the wait was withdrawn on
+ * the server), RV_ENOTFOUND (session gone), RV_EINVAL (bad name/description,
+ * see rv_coord_last_error), or an I/O error.  When lock_conns_max waits are
+ * in flight, a further acquire first waits (under ctx) for a connection.
+ */
+int rv_dlock_acquire(rv_ctx *ctx, rv_session *s, const char *name, const char *description,
+                     rv_dlock **out);
+/* The fencing token: strictly increasing across grants. */
+uint64_t rv_dlock_token(const rv_dlock *h);
+const char *rv_dlock_name(const rv_dlock *h);
+/* Release on the server and free the handle (freed whatever the result). */
+int rv_dlock_release(rv_dlock *h);
+
+/* The default description for the calling thread (what acquire uses for NULL). */
+void rv_dlock_default_description(char *buf, size_t len);
+
+/* ---- config ------------------------------------------------------------------------- */
+
+/*
+ * The effective value of key for service (replica may be NULL): *value is
+ * malloc'd (caller frees), *revision its mod_revision (may be NULL).
+ * RV_ENOTFOUND when unset.
+ */
+int rv_config_get(rv_ctx *ctx, rv_coord_client *c, const char *service, const char *replica,
+                  const char *key, char **value, uint64_t *revision);
+/* The store's current revision. */
+int rv_config_revision(rv_ctx *ctx, rv_coord_client *c, uint64_t *revision);
+
+/*
+ * One change; strings valid during the callback only; old/new NULL when unset.
+ * resync: the server could not answer from its history (COMPACTED, or FUTURE
+ * after it lost its data); key is NULL, and the watch continues from
+ * `revision`: re-read what you depend on (rv_config_cache does).
+ */
+typedef struct rv_config_event {
+  uint64_t revision;
+  bool resync;
+  const char *key;
+  const char *ns;        /* where the write happened */
+  const char *old_value;
+  const char *new_value;
+} rv_config_event;
+
+typedef void (*rv_config_watch_fn)(void *arg, const rv_config_event *ev);
+
+typedef struct rv_config_watch_opts {
+  const char *prefix;               /* only keys with this prefix (NULL: all) */
+  bool raw;                         /* CFG.WATCHRAW: every write, changed or not */
+  const char *raw_ns[RV_CONFIG_RAW_NS_MAX]; /* raw: namespaces (NULL-terminated if fewer) */
+} rv_config_watch_opts;
+
+/*
+ * Watch the effective config of service[/replica] after revision since_rev
+ * (RV_CONFIG_SINCE_NOW: from now) on a background thread; cb runs on it once
+ * per change, in revision order, exactly once across reconnects.
+ */
+int rv_config_watch(rv_coord_client *c, const char *service, const char *replica,
+                    const char *prefix, uint64_t since_rev, rv_config_watch_fn cb, void *arg,
+                    rv_config_watcher **out);
+int rv_config_watch_ex(rv_coord_client *c, const char *service, const char *replica,
+                       const rv_config_watch_opts *o, uint64_t since_rev, rv_config_watch_fn cb,
+                       void *arg, rv_config_watcher **out);
+/* The revision the watch has delivered up to. */
+uint64_t rv_config_watch_revision(rv_config_watcher *w);
+/* Stop the thread (waits for a running callback) and free. */
+void rv_config_watch_stop(rv_config_watcher *w);
+/* Test hook: drop the watch's connection; it reconnects and resumes. */
+void rv_config_watch_test_drop(rv_config_watcher *w);
+
+/* ---- a cache of an object built from config ---------------------------------------------- */
+
+/* Build an object from values[i] (the effective value of keys[i], NULL if unset). */
+typedef int (*rv_config_build_fn)(void *arg, const char *const *values, void **obj);
+typedef void (*rv_config_destroy_fn)(void *arg, void *obj);
+
+typedef struct rv_config_cache_opts {
+  const char *service, *replica; /* replica may be NULL */
+  const char *const *keys;        /* the keys the object depends on */
+  size_t nkeys;
+  const char *lock_name;          /* the rv_rwlock's name, e.g. "client-cache" */
+  rv_config_build_fn build;
+  rv_config_destroy_fn destroy;
+  void *arg;
+  /*
+   * Bug mode (the reference service's incident): watch every write to raw_ns
+   * with CFG.WATCHRAW and rebuild on each one that names a dependent key,
+   * changed or not (values re-read with CFG.EFFECTIVE).  Off: rebuild only on
+   * effective changes.
+   */
+  bool raw;
+  const char *raw_ns[RV_CONFIG_RAW_NS_MAX]; /* NULL-terminated if fewer */
+} rv_config_cache_opts;
+
+typedef struct rv_config_cache_stats {
+  uint64_t builds;    /* including the first */
+  uint64_t rebuilds;  /* after an effective change of a dependent key */
+  uint64_t events;    /* watch events seen (any key) */
+  uint64_t build_errors;
+} rv_config_cache_stats;
+
+/* Read the values, build the first object, start the watch. */
+int rv_config_cache_open(rv_ctx *ctx, rv_coord_client *c, const rv_config_cache_opts *o,
+                         rv_config_cache **out);
+/* Read-lock and return the current object; pair with rv_config_cache_release. */
+void rv_config_cache_obtain(rv_config_cache *cc, void **obj, uint64_t *release_token);
+void rv_config_cache_release(rv_config_cache *cc, uint64_t release_token);
+void rv_config_cache_stats_get(rv_config_cache *cc, rv_config_cache_stats *out);
+/* The revision the cache has applied up to. */
+uint64_t rv_config_cache_revision(rv_config_cache *cc);
+void rv_config_cache_close(rv_config_cache *cc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
