@@ -759,15 +759,18 @@ void rv_qsrv_free(rv_qsrv *s) {
   rv_rawmu_unlock(&s->job_mu);
   run_jobs(s);
   rv_admin_stop(s->http);
+  /* Close the logs while the wake-up they signal is still valid: a log's
+   * final sync reports durability through it (connections are already gone:
+   * the loop closed them when it stopped). */
+  rv__qsrv_store_close(s);
   rv_timer_free(s->timer);
   rv_timer_free(s->hb_timer);
   rv_timer_free(s->metrics_timer);
   rv_wakeup_free(s->durable_wake);
   rv_wakeup_free(s->job_wake);
   if (s->own_loop)
-    rv_loop_free(s->loop); /* closes connections: their consumers leave the core */
-  rv_queue_destroy(s->q);
-  rv__qsrv_store_close(s); /* syncs and closes every log */
+    rv_loop_free(s->loop);
+  rv_queue_destroy(s->q); /* calls no store ops */
   rv_queue_events_free(&s->ev);
   rv_nsq_buf_free(&s->frame);
   rv__qsrv_metrics_free(s);

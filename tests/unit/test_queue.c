@@ -23,13 +23,13 @@ typedef struct server {
 
 static void serve(void *arg) { rv_qsrv_run(((server *)arg)->q); }
 
-static void server_start(server *s) {
+static void server_start_opts(server *s, bool sync_none) {
   if (!s->dir[0]) {
     snprintf(s->dir, sizeof s->dir, "/tmp/ravel-queue-XXXXXX");
     assert_non_null(mkdtemp(s->dir));
   }
   s->log = rv_log_new(2, RV_LOG_WARN, "queue");
-  rv_qsrv_opts o = {.port_any = true, .data_dir = s->dir, .log = s->log};
+  rv_qsrv_opts o = {.port_any = true, .data_dir = s->dir, .log = s->log, .sync_none = sync_none};
   char why[256];
   int rc = rv_qsrv_start(&s->q, &o, why, sizeof why);
   if (rc != RV_OK)
@@ -38,6 +38,8 @@ static void server_start(server *s) {
   s->http = rv_qsrv_http_port(s->q);
   assert_int_equal(rv_thread_start(&s->thread, "queue-loop", "server", serve, s), RV_OK);
 }
+
+static void server_start(server *s) { server_start_opts(s, false); }
 
 static void server_stop(server *s) {
   rv_qsrv_stop(s->q);
@@ -307,6 +309,32 @@ static void test_durable_across_restart(void **state) {
   server_cleanup(&s);
 }
 
+/* --sync none: acknowledged at write(2); a clean stop still keeps everything (and does not crash). */
+static void test_sync_none_stop_and_restart(void **state) {
+  server s = {0};
+  server_start_opts(&s, true);
+  nsqc p, c;
+  assert_int_equal(nsqc_open(&c, s.port, "{}"), RV_OK);
+  assert_true(nsqc_sub(&c, "fast", "c", 0));
+  nsqc_close(&c);
+  assert_int_equal(nsqc_open(&p, s.port, NULL), RV_OK);
+  for (int i = 0; i < 10; i++)
+    assert_true(nsqc_pub(&p, "fast", "x"));
+  nsqc_close(&p);
+  server_stop(&s);
+  server_start_opts(&s, true);
+  assert_int_equal(nsqc_open(&c, s.port, "{}"), RV_OK);
+  assert_true(nsqc_sub(&c, "fast", "c", 20));
+  for (int i = 0; i < 10; i++) {
+    nsqf f;
+    expect_message(&c, &f, "x", 1);
+    fin(&c, f.id);
+  }
+  nsqc_close(&c);
+  server_stop(&s);
+  server_cleanup(&s);
+}
+
 int main(void) {
   rv_thread_adopt("main", "test");
   const struct CMUnitTest tests[] = {
@@ -317,6 +345,7 @@ int main(void) {
       cmocka_unit_test(test_deferred_and_req),
       cmocka_unit_test(test_protocol_errors),
       cmocka_unit_test(test_durable_across_restart),
+      cmocka_unit_test(test_sync_none_stop_and_restart),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
