@@ -7,6 +7,8 @@
 int cmd_coord(int argc, char **argv);
 int cmd_queue(int argc, char **argv);
 int cmd_up(int argc, char **argv);
+int cmd_top(int argc, char **argv);
+int cmd_svc(int argc, char **argv);
 
 /*
  * An integer option value within [lo, hi]; on anything else prints

@@ -1,0 +1,433 @@
+/* The reference service from the incident: see svc.h. */
+#include "svc/svc.h"
+
+#include "client/coord_client.h"
+#include "client/queue_client.h"
+#include "obs/admin.h"
+#include "obs/log.h"
+#include "obs/metrics.h"
+#include "obs/registry.h"
+#include "rt/ctx.h"
+#include "rt/rt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const bug_names[RV_SVC_BUG_COUNT] = {
+    [RV_SVC_BUG_RELEASE] = "release", [RV_SVC_BUG_REBUILD] = "rebuild",
+    [RV_SVC_BUG_CANCEL] = "cancel",   [RV_SVC_BUG_HELD] = "held",
+    [RV_SVC_BUG_DETECT] = "detect",
+};
+
+const char *rv_svc_bug_name(enum rv_svc_bug b) {
+  return (unsigned)b < RV_SVC_BUG_COUNT ? bug_names[b] : NULL;
+}
+
+int rv_svc_bug_parse(const char *s) {
+  for (int i = 0; s && i < RV_SVC_BUG_COUNT; i++)
+    if (strcmp(s, bug_names[i]) == 0)
+      return i;
+  return -1;
+}
+
+/* The "upstream client" the cache builds from config. */
+typedef struct upstream {
+  char url[256];
+} upstream;
+
+struct rv_svc {
+  rv_svc_opts o;
+  char replica[16];
+  char service[128];
+  rv_log *log;
+  rv_metrics *metrics;
+  rv_admin *admin;
+  rv_coord_client *coord;
+  rv_session *session;
+  rv_config_cache *cache;     /* set once; read by the collector (__atomic) */
+  rv_consumer *consumer;      /* set once; read by the collector (__atomic) */
+  /* Children kept for the hot path. */
+  rv_counter_child *messages, *requeued, *upstream_calls;
+  rv_gauge_child *dlock_in_progress, *rate;
+  /* rv_svc_tick's last sample (main thread only). */
+  int64_t rate_at_ns;
+  double rate_count;
+};
+
+/* ---- the cache's object ---------------------------------------------------------------------- */
+
+static int build_upstream(void *arg, const char *const *values, void **obj) {
+  upstream *u = calloc(1, sizeof *u);
+  if (!u)
+    return RV_ENOMEM;
+  snprintf(u->url, sizeof u->url, "%s", values[0] ? values[0] : "https://upstream.invalid");
+  *obj = u;
+  return RV_OK;
+}
+
+static void destroy_upstream(void *arg, void *obj) { free(obj); }
+
+/* ---- the handler ------------------------------------------------------------------------------- */
+
+/* One event: "RESOURCE ITEM ITEM ...". */
+static int handle(rv_ctx *ctx, const rv_message *m, void *arg) {
+  rv_svc *s = arg;
+  char event[RV_SVC_EVENT_MAX];
+  size_t n = m->len < sizeof event - 1 ? m->len : sizeof event - 1;
+  memcpy(event, m->body, n);
+  event[n] = 0;
+  char *save = NULL;
+  const char *resource = strtok_r(event, " \t\r\n", &save);
+  if (!resource) { /* nothing to do for an empty event */
+    rv_counter_inc(s->messages);
+    return RV_MSG_FINISH;
+  }
+  rv_thread_set_task("msg %s resource=%s", m->id_str, resource);
+
+  /* The distributed lock; the wait honours the handler's context (when the
+   * cancel fix is on, a timed-out message gives up here). */
+  rv_dlock *lock;
+  rv_gauge_inc(s->dlock_in_progress);
+  int rc = rv_dlock_acquire(ctx, s->session, resource, NULL, &lock);
+  rv_gauge_dec(s->dlock_in_progress);
+  if (rc != RV_OK) {
+    rv_thread_set_task(NULL);
+    rv_counter_inc(s->requeued);
+    rv_message_set_requeue_delay(m, 100);
+    return RV_MSG_REQUEUE;
+  }
+
+  bool release_at_exit = s->o.bugs[RV_SVC_BUG_RELEASE];
+  uint64_t deferred[RV_SVC_ITEMS_MAX];
+  int ndeferred = 0, nitems = 0;
+  int64_t latency = s->o.upstream_latency_ms * RV_NS_PER_MS;
+  rc = RV_OK;
+  for (const char *item = strtok_r(NULL, " \t\r\n", &save); item && nitems < RV_SVC_ITEMS_MAX;
+       item = strtok_r(NULL, " \t\r\n", &save), nitems++) {
+    void *obj;
+    uint64_t token;
+    rv_config_cache_obtain(s->cache, &obj, &token);
+    upstream *u = obj;
+    (void)u; /* the simulated upstream call to u->url for this item */
+    rc = latency > 0 ? rv_sleep(ctx, latency) : rv_ctx_err(ctx);
+    rv_counter_inc(s->upstream_calls);
+    if (release_at_exit)
+      deferred[ndeferred++] = token; /* the bug: `defer release()` inside the loop */
+    else
+      rv_config_cache_release(s->cache, token); /* the fix: at the end of each iteration */
+    if (rc != RV_OK)
+      break; /* the call failed with the context: give up on this message */
+  }
+  /* Function exit: the deferred releases run, last first. */
+  while (ndeferred > 0)
+    rv_config_cache_release(s->cache, deferred[--ndeferred]);
+  rv_dlock_release(lock);
+  rv_thread_set_task(NULL);
+  if (rc != RV_OK) {
+    rv_counter_inc(s->requeued);
+    rv_message_set_requeue_delay(m, 100);
+    return RV_MSG_REQUEUE;
+  }
+  rv_counter_inc(s->messages);
+  return RV_MSG_FINISH;
+}
+
+/* ---- metrics computed at scrape time ----------------------------------------------------------- */
+
+static void write_one(rv_metrics_writer *w, const rv_svc *s, const char *name, const char *help,
+                      enum rv_metric_type type, double v) {
+  if (rv_metrics_write_family(w, name, help, type) == RV_OK)
+    rv_metrics_write_sample(w, (const char *const[]){"replica", s->replica, NULL}, v);
+}
+
+static void collect(rv_metrics_writer *w, void *arg) {
+  rv_svc *s = arg;
+  rv_consumer *cons = __atomic_load_n(&s->consumer, __ATOMIC_ACQUIRE);
+  rv_config_cache *cache = __atomic_load_n(&s->cache, __ATOMIC_ACQUIRE);
+  rv_consumer_stats cs = {0};
+  if (cons)
+    rv_consumer_stats_get(cons, &cs);
+  rv_config_cache_stats ks = {0};
+  if (cache)
+    rv_config_cache_stats_get(cache, &ks);
+  size_t waiters = 0;
+  rv_snapshot *snap = rv_snapshot_take(rv_registry_current());
+  for (size_t i = 0; snap && i < snap->nthreads; i++) {
+    const rv_wait *wt = &snap->threads[i].wait;
+    if ((wt->kind == RV_WAIT_RDLOCK || wt->kind == RV_WAIT_WRLOCK) &&
+        strcmp(wt->what, RV_SVC_CACHE_LOCK) == 0)
+      waiters++;
+  }
+  rv_snapshot_free(snap);
+  write_one(w, s, "ravel_svc_handler_threads", "Handler threads alive.", RV_METRIC_GAUGE,
+            (double)cs.handler_threads_alive);
+  write_one(w, s, "ravel_svc_cache_waiters",
+            "Threads waiting for the client-cache rwlock (read or write).", RV_METRIC_GAUGE,
+            (double)waiters);
+  write_one(w, s, "ravel_svc_in_flight", "Messages delivered whose handler has not answered.",
+            RV_METRIC_GAUGE, (double)cs.in_flight);
+  write_one(w, s, "ravel_svc_received_total", "Messages delivered to this replica.",
+            RV_METRIC_COUNTER, (double)cs.received);
+  write_one(w, s, "ravel_svc_timeouts_total",
+            "Message timeout notifications received from the queue.", RV_METRIC_COUNTER,
+            (double)cs.timeouts_notified);
+  write_one(w, s, "ravel_svc_handlers_cancelled_total",
+            "Handler contexts cancelled because their message timed out.", RV_METRIC_COUNTER,
+            (double)cs.handlers_cancelled);
+  write_one(w, s, "ravel_svc_late_fins_total",
+            "FINs the queue refused because the message had timed out.", RV_METRIC_COUNTER,
+            (double)cs.late_fins);
+  write_one(w, s, "ravel_svc_config_rebuilds_total",
+            "Upstream clients rebuilt by the config watcher (after the first build).",
+            RV_METRIC_COUNTER, (double)ks.rebuilds);
+  write_one(w, s, "ravel_svc_config_events_total", "Config watch events seen by the cache.",
+            RV_METRIC_COUNTER, (double)ks.events);
+  write_one(w, s, "ravel_svc_queue_connected", "1 while the consumer is connected.",
+            RV_METRIC_GAUGE, cs.connected ? 1 : 0);
+  write_one(w, s, "ravel_svc_hold_slots_granted", "1 if the queue granted held slots.",
+            RV_METRIC_GAUGE, cs.hold_slots_granted ? 1 : 0);
+  write_one(w, s, "ravel_svc_timeout_notify_granted",
+            "1 if the queue granted timeout notifications.", RV_METRIC_GAUGE,
+            cs.timeout_notify_granted ? 1 : 0);
+}
+
+static int register_metrics(rv_svc *s) {
+  const char *const lr[] = {"replica", NULL};
+  rv_metrics *m = s->metrics;
+  s->messages = rv_counter_labels(
+      rv_metrics_counter(m, "ravel_svc_messages_total", "Messages handled and finished.", lr),
+      s->replica);
+  s->requeued = rv_counter_labels(
+      rv_metrics_counter(m, "ravel_svc_messages_requeued_total",
+                         "Messages requeued (lock or upstream call ended by the context).", lr),
+      s->replica);
+  s->upstream_calls = rv_counter_labels(
+      rv_metrics_counter(m, "ravel_svc_upstream_calls_total", "Simulated upstream calls made.",
+                         lr),
+      s->replica);
+  s->dlock_in_progress = rv_gauge_labels(
+      rv_metrics_gauge(m, "ravel_svc_dlock_acquisitions_in_progress",
+                       "Distributed lock acquisitions waiting for the lock.", lr),
+      s->replica);
+  s->rate = rv_gauge_labels(
+      rv_metrics_gauge(m, "ravel_svc_messages_per_second",
+                       "Messages finished per second, over the last second or so.", lr),
+      s->replica);
+  rv_gauge *bug = rv_metrics_gauge(m, "ravel_svc_bug",
+                                   "1 if the replica runs with this incident bug, 0 if fixed.",
+                                   (const char *const[]){"replica", "bug", NULL});
+  for (int i = 0; i < RV_SVC_BUG_COUNT; i++)
+    rv_gauge_set(rv_gauge_labels(bug, s->replica, bug_names[i]), s->o.bugs[i] ? 1 : 0);
+  rv_gauge_set(rv_gauge_labels(rv_metrics_gauge(m, "ravel_svc_info", "The replica's identity.",
+                                                (const char *const[]){"replica", "service", NULL}),
+                               s->replica, s->service),
+               1);
+  if (!s->messages || !s->requeued || !s->upstream_calls || !s->dlock_in_progress || !s->rate ||
+      !bug)
+    return RV_EINVAL;
+  return rv_metrics_add_collector(m, collect, s);
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------------- */
+
+static void on_session_lost(void *arg, const char *reason) {
+  rv_svc *s = arg;
+  rv_log_error(s->log, "coord session lost: distributed locks fail until restart",
+               "reason=%s", reason);
+}
+
+static void free_all(rv_svc *s) {
+  rv_admin_stop(s->admin);
+  if (s->consumer)
+    rv_consumer_free(s->consumer);
+  rv_config_cache_close(s->cache);
+  if (s->session)
+    rv_session_close(s->session);
+  if (s->coord)
+    rv_coord_client_close(s->coord);
+  rv_metrics_free(s->metrics);
+  rv_log_free(s->log);
+  free(s);
+}
+
+int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms, char *why,
+                 size_t whylen) {
+  if (!o || o->replica < 1) {
+    snprintf(why, whylen, "replica must be >= 1");
+    return RV_EINVAL;
+  }
+  rv_svc *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(why, whylen, "out of memory");
+    return RV_ENOMEM;
+  }
+  s->o = *o;
+  if (!s->o.service || !*s->o.service)
+    s->o.service = RV_SVC_DEFAULT_SERVICE;
+  if (!s->o.coord_host)
+    s->o.coord_host = "127.0.0.1";
+  if (!s->o.coord_port)
+    s->o.coord_port = RV_COORD_CLIENT_DEFAULT_PORT;
+  if (!s->o.queue_host)
+    s->o.queue_host = RV_QUEUE_DEFAULT_HOST;
+  if (!s->o.queue_port)
+    s->o.queue_port = RV_QUEUE_DEFAULT_PORT;
+  if (!s->o.topic)
+    s->o.topic = RV_SVC_DEFAULT_TOPIC;
+  if (!s->o.channel)
+    s->o.channel = RV_SVC_DEFAULT_CHANNEL;
+  if (s->o.max_in_flight <= 0)
+    s->o.max_in_flight = RV_SVC_DEFAULT_MAX_IN_FLIGHT;
+  if (s->o.msg_timeout_ms <= 0)
+    s->o.msg_timeout_ms = RV_SVC_DEFAULT_MSG_TIMEOUT_MS;
+  if (s->o.upstream_latency_ms < 0)
+    s->o.upstream_latency_ms = RV_SVC_DEFAULT_UPSTREAM_LATENCY_MS;
+  snprintf(s->replica, sizeof s->replica, "%d", o->replica);
+  snprintf(s->service, sizeof s->service, "%s", s->o.service);
+  s->o.service = s->service;
+  s->log = rv_log_new(2, RV_LOG_INFO, "svc");
+
+  /* Recursive read detection: the fix reports the first recursive read. */
+  rv_registry *reg = rv_registry_current();
+  rv_registry_set_recursive_policy(reg, s->o.bugs[RV_SVC_BUG_DETECT] ? RV_RECURSIVE_OFF
+                                                                    : RV_RECURSIVE_WARN);
+
+  int rc = RV_OK;
+  s->metrics = rv_metrics_new();
+  if (!s->metrics || register_metrics(s) != RV_OK) {
+    snprintf(why, whylen, "cannot register the metrics");
+    rc = RV_ENOMEM;
+    goto fail;
+  }
+  rc = rv_admin_start(&s->admin,
+                      &(rv_admin_opts){.port = s->o.admin_port, .metrics = s->metrics});
+  if (rc != RV_OK) {
+    snprintf(why, whylen, "admin endpoint on port %u: %s", s->o.admin_port, rv_strerror(rc));
+    goto fail;
+  }
+  char admin_url[64], host[256] = "";
+  snprintf(admin_url, sizeof admin_url, "http://127.0.0.1:%u/", rv_admin_port(s->admin));
+  if (gethostname(host, sizeof host - 1) != 0)
+    snprintf(host, sizeof host, "localhost");
+
+  rv_ctx *ctx = rv_ctx_with_timeout(NULL, connect_timeout_ms * RV_NS_PER_MS);
+  rv_coord_client_opts co = {.host = s->o.coord_host,
+                             .port = s->o.coord_port,
+                             .service = s->service,
+                             .replica = s->replica,
+                             .host_name = host,
+                             .admin_url = admin_url};
+  rc = rv_coord_client_open(&s->coord, ctx, &co);
+  if (rc != RV_OK) {
+    snprintf(why, whylen, "cannot reach coord on %s:%u: %s", s->o.coord_host, s->o.coord_port,
+             rv_strerror(rc));
+    goto fail_ctx;
+  }
+  rc = rv_session_open_cb(ctx, s->coord, RV_SVC_SESSION_TTL_MS, on_session_lost, s, &s->session);
+  if (rc != RV_OK) {
+    snprintf(why, whylen, "cannot open a coord session: %s %s", rv_strerror(rc),
+             rv_coord_last_error());
+    goto fail_ctx;
+  }
+
+  char svc_ns[160];
+  snprintf(svc_ns, sizeof svc_ns, "svc/%s", s->service);
+  static const char *const keys[] = {RV_SVC_UPSTREAM_KEY};
+  rv_config_cache_opts cfo = {.service = s->service,
+                              .replica = s->replica,
+                              .keys = keys,
+                              .nkeys = 1,
+                              .lock_name = RV_SVC_CACHE_LOCK,
+                              .build = build_upstream,
+                              .destroy = destroy_upstream,
+                              .arg = s,
+                              .raw = s->o.bugs[RV_SVC_BUG_REBUILD],
+                              .raw_ns = {"platform", svc_ns, NULL}};
+  rv_config_cache *cache;
+  rc = rv_config_cache_open(ctx, s->coord, &cfo, &cache);
+  if (rc != RV_OK) {
+    snprintf(why, whylen, "cannot open the config cache: %s %s", rv_strerror(rc),
+             rv_coord_last_error());
+    goto fail_ctx;
+  }
+  __atomic_store_n(&s->cache, cache, __ATOMIC_RELEASE);
+
+  rv_consumer_opts qo = {.host = s->o.queue_host,
+                         .port = s->o.queue_port,
+                         .topic = s->o.topic,
+                         .channel = s->o.channel,
+                         .max_in_flight = s->o.max_in_flight,
+                         .msg_timeout_ms = s->o.msg_timeout_ms,
+                         .handler = handle,
+                         .handler_arg = s,
+                         .cancel_on_server_timeout = !s->o.bugs[RV_SVC_BUG_CANCEL],
+                         .hold_slots = !s->o.bugs[RV_SVC_BUG_HELD],
+                         .mode = RV_CONSUMER_THREAD_PER_MESSAGE,
+                         .stop_timeout_ms = 1500};
+  rv_consumer *cons;
+  rc = rv_consumer_open(&cons, &qo);
+  if (rc != RV_OK) {
+    snprintf(why, whylen, "cannot open the consumer: %s", rv_strerror(rc));
+    goto fail_ctx;
+  }
+  __atomic_store_n(&s->consumer, cons, __ATOMIC_RELEASE);
+  rc = rv_consumer_wait_ready(cons, ctx);
+  if (rc != RV_OK) {
+    snprintf(why, whylen, "cannot consume %s/%s from the queue on %s:%u: %s", s->o.topic,
+             s->o.channel, s->o.queue_host, s->o.queue_port, rv_strerror(rc));
+    goto fail_ctx;
+  }
+  rv_ctx_free(ctx);
+  char bugs[96] = "";
+  for (int i = 0; i < RV_SVC_BUG_COUNT; i++)
+    if (s->o.bugs[i])
+      snprintf(bugs + strlen(bugs), sizeof bugs - strlen(bugs), "%s%s", *bugs ? "," : "",
+               bug_names[i]);
+  rv_log_info(s->log, "consuming", "replica=%s service=%s topic=%s channel=%s admin=%s bugs=%s",
+              s->replica, s->service, s->o.topic, s->o.channel, admin_url, *bugs ? bugs : "none");
+  *out = s;
+  return RV_OK;
+
+fail_ctx:
+  rv_ctx_free(ctx);
+fail:
+  free_all(s);
+  return rc;
+}
+
+uint16_t rv_svc_admin_port(const rv_svc *s) { return rv_admin_port(s->admin); }
+
+void rv_svc_tick(rv_svc *s) {
+  int64_t now = rv_now_ns();
+  double count = rv_counter_value(s->messages);
+  if (s->rate_at_ns == 0) {
+    s->rate_at_ns = now;
+    s->rate_count = count;
+    return;
+  }
+  int64_t dt = now - s->rate_at_ns;
+  if (dt < RV_NS_PER_S)
+    return;
+  rv_gauge_set(s->rate, (count - s->rate_count) * (double)RV_NS_PER_S / (double)dt);
+  s->rate_at_ns = now;
+  s->rate_count = count;
+}
+
+int rv_svc_stop(rv_svc *s) {
+  if (!s)
+    return RV_OK;
+  int rc = rv_consumer_stop(s->consumer);
+  if (rc != RV_OK) {
+    /* Handlers still running: deadlocked on the client cache, most likely.
+     * Joining them would hang, and the cache, session and client they use
+     * must stay: leave everything to the process's exit. */
+    rv_log_error(s->log, "handlers did not stop; exiting without closing (see /debug/threads)",
+                 "replica=%s", s->replica);
+    return RV_ETIMEDOUT;
+  }
+  rv_log_info(s->log, "stopped", "replica=%s", s->replica);
+  free_all(s);
+  return RV_OK;
+}
