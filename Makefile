@@ -1,4 +1,5 @@
 # A thin wrapper over CMake + Ninja so the everyday commands are short.
+#   make demo    bootstrap, build, then replay the incident (ravel demo --incident) and the fixed run
 #   make test    bootstrap, build, run every test, then again under ASan+UBSan and under TSan
 #   make         build (build/ravel, build/libravel.{a,so})
 BUILD      ?= build
@@ -6,7 +7,7 @@ ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 CTEST_JOBS ?= 2
 
-.PHONY: all bootstrap build build-asan build-tsan test test-fast test-asan test-tsan install clean
+.PHONY: all bootstrap build build-asan build-tsan test test-fast test-asan test-tsan install clean demo
 
 all: build
 
@@ -42,6 +43,12 @@ test: bootstrap
 	$(MAKE) test-fast
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
+
+# The main job: the incident on real processes, then the same load with every fix.
+# The incident run's exit status is 1 by design (it ends unhealthy); the fixed run must be healthy.
+demo: bootstrap build
+	-$(BUILD)/ravel demo --incident --duration 30
+	$(BUILD)/ravel demo --duration 30
 
 install: build
 	cmake --install $(BUILD)

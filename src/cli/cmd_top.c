@@ -44,7 +44,7 @@ static bool split_hostport(const char *s, char *host, size_t hcap, uint16_t *por
 }
 
 /* GET http://host:port/path; returns the malloc'd body of a 200 answer, else NULL. */
-static char *http_get(const char *host, uint16_t port, const char *path) {
+char *cli_http_get(const char *host, uint16_t port, const char *path) {
   rv_ctx *ctx = rv_ctx_with_timeout(NULL, TOP_REQUEST_TIMEOUT_NS);
   rv_conn *c = NULL;
   char *body = NULL;
@@ -151,14 +151,15 @@ typedef struct replica {
   bool seen;
 } replica;
 
-typedef struct top {
+struct cli_top {
   char coord_host[128];
   uint16_t coord_port;
   char queue_host[128];
   uint16_t queue_port;
   replica r[TOP_REPLICAS_MAX];
   size_t n;
-} top;
+};
+typedef struct cli_top top;
 
 static replica *replica_for(top *t, const char *who, const char *admin) {
   for (size_t i = 0; i < t->n; i++)
@@ -187,7 +188,7 @@ static void render_replica(FILE *f, replica *r, int64_t now) {
   hp = hp ? hp + 3 : r->admin;
   char hostport[200];
   snprintf(hostport, sizeof hostport, "%.*s", (int)strcspn(hp, "/"), hp);
-  char *text = split_hostport(hostport, host, sizeof host, &port) ? http_get(host, port, "/metrics")
+  char *text = split_hostport(hostport, host, sizeof host, &port) ? cli_http_get(host, port, "/metrics")
                                                                    : NULL;
   if (!text) {
     fprintf(f, "%-22s %s\n", r->who, "no answer from its admin endpoint (stalled, or gone)");
@@ -215,7 +216,7 @@ static void render_replica(FILE *f, replica *r, int64_t now) {
 }
 
 static void render_queue(FILE *f, top *t) {
-  char *js = t->queue_port ? http_get(t->queue_host, t->queue_port, "/stats?format=json") : NULL;
+  char *js = t->queue_port ? cli_http_get(t->queue_host, t->queue_port, "/stats?format=json") : NULL;
   json_t *root = js ? json_loads(js, 0, NULL) : NULL;
   free(js);
   if (!root) {
@@ -289,6 +290,54 @@ static void render(FILE *f, top *t) {
   else
     fprintf(f, "coord: no lock held\n");
   fflush(f);
+}
+
+cli_top *cli_top_new(const char *coord_host, uint16_t coord_port, const char *queue_host,
+                     uint16_t queue_http_port) {
+  cli_top *t = calloc(1, sizeof *t);
+  if (!t)
+    return NULL;
+  snprintf(t->coord_host, sizeof t->coord_host, "%s", coord_host);
+  t->coord_port = coord_port;
+  snprintf(t->queue_host, sizeof t->queue_host, "%s", queue_host);
+  t->queue_port = queue_http_port;
+  return t;
+}
+
+void cli_top_render(cli_top *t, FILE *f) { render(f, t); }
+
+void cli_top_free(cli_top *t) { free(t); }
+
+/* The replicas' numbers now, for a summary (reads each replica's /metrics). */
+size_t cli_top_replicas(cli_top *t, cli_replica_stats *out, size_t cap) {
+  size_t n = 0;
+  for (size_t i = 0; i < t->n && n < cap; i++) {
+    cli_replica_stats *o = &out[n++];
+    memset(o, 0, sizeof *o);
+    snprintf(o->who, sizeof o->who, "%s", t->r[i].who);
+    char host[128], hostport[200];
+    uint16_t port;
+    const char *hp = strstr(t->r[i].admin, "://");
+    hp = hp ? hp + 3 : t->r[i].admin;
+    snprintf(hostport, sizeof hostport, "%.*s", (int)strcspn(hp, "/"), hp);
+    char *text = split_hostport(hostport, host, sizeof host, &port) ? cli_http_get(host, port, "/metrics")
+                                                                     : NULL;
+    if (!text)
+      continue;
+    o->answered = true;
+    o->messages = metric(text, "ravel_svc_messages_total");
+    o->handler_threads = metric(text, "ravel_svc_handler_threads");
+    o->cache_waiters = metric(text, "ravel_svc_cache_waiters");
+    o->dlock_waits = metric(text, "ravel_svc_dlock_acquisitions_in_progress");
+    o->in_flight = metric(text, "ravel_svc_in_flight");
+    o->timeouts = metric(text, "ravel_svc_timeouts_total");
+    o->late_fins = metric(text, "ravel_svc_late_fins_total");
+    o->deadlocked = metric(text, "ravel_deadlocked_threads");
+    o->rebuilds = metric(text, "ravel_svc_config_rebuilds_total");
+    o->recursive_reads = metric(text, "ravel_rwlock_recursive_reads_total");
+    free(text);
+  }
+  return n;
 }
 
 static void usage(FILE *f) {

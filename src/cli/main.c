@@ -14,6 +14,7 @@ static const subcommand subcommands[] = {
     {"coord", cmd_coord, "run the coordination server (locks, sessions, config; RESP on :7400)"},
     {"queue", cmd_queue, "run the event queue (NSQ protocol on :4150, HTTP API on :4151)"},
     {"up", cmd_up, "run coord and queue together in one process"},
+    {"demo", cmd_demo, "replay the incident on real processes (--incident) or show it fixed"},
     {"top", cmd_top, "a live per-replica view of the services, the queue and the locks"},
     {"svc", cmd_svc, "run one replica of the incident's reference service"},
 };
