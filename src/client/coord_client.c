@@ -43,6 +43,7 @@
 #define NUM_MAX 32
 
 struct rv_session {
+  cc_handle h; /* first: the backend (coord) */
   rv_coord_client *c;
   uint64_t id;
   int64_t ttl_ms;
@@ -59,6 +60,7 @@ struct rv_session {
 };
 
 struct rv_dlock {
+  cc_handle h; /* first: the backend (coord) */
   struct rv_dlock *next, *prev; /* the session's held list */
   rv_session *s;
   char *name;
@@ -95,7 +97,8 @@ int rv_coord_client_open(rv_coord_client **out, rv_ctx *ctx, const rv_coord_clie
   rv_mutex_init(&c->ctl_mu, "coord-control");
   rv_mutex_init(&c->pool_mu, "coord-pool");
   rv_cond_init(&c->pool_cv, "coord-pool-free");
-  int rc = cc_dial(c, ctx, &c->ctl);
+  int rc = o->etcd_url && o->etcd_url[0] ? ec_client_open(c, ctx, o->etcd_url)
+                                         : cc_dial(c, ctx, &c->ctl);
   if (rc != RV_OK) {
     rv_coord_client_close(c);
     return rc;
@@ -107,6 +110,7 @@ int rv_coord_client_open(rv_coord_client **out, rv_ctx *ctx, const rv_coord_clie
 void rv_coord_client_close(rv_coord_client *c) {
   if (!c)
     return;
+  ec_client_close(c);
   cc_conn_free(c->ctl);
   for (int i = 0; i < c->nidle; i++)
     cc_conn_free(c->idle[i]);
@@ -216,6 +220,8 @@ static void keepalive_main(void *arg) {
 
 int rv_session_open_cb(rv_ctx *ctx, rv_coord_client *c, int64_t ttl_ms,
                        rv_session_lost_fn on_lost, void *arg, rv_session **out) {
+  if (c->etcd)
+    return ec_session_open(ctx, c, ttl_ms, on_lost, arg, out);
   if (!c->service || ttl_ms <= 0)
     return RV_EINVAL;
   char ttl[NUM_MAX], pid[NUM_MAX];
@@ -280,17 +286,27 @@ int rv_session_open(rv_ctx *ctx, rv_coord_client *c, int64_t ttl_ms, rv_session 
   return rv_session_open_cb(ctx, c, ttl_ms, NULL, NULL, out);
 }
 
-uint64_t rv_session_id(const rv_session *s) { return s->id; }
-rv_ctx *rv_session_ctx(rv_session *s) { return s->ctx; }
-bool rv_session_lost(rv_session *s) { return __atomic_load_n(&s->lost, __ATOMIC_ACQUIRE); }
+uint64_t rv_session_id(const rv_session *s) { return CC_IS_ETCD(s) ? ec_session_id(s) : s->id; }
+rv_ctx *rv_session_ctx(rv_session *s) { return CC_IS_ETCD(s) ? ec_session_ctx(s) : s->ctx; }
+bool rv_session_lost(rv_session *s) {
+  return CC_IS_ETCD(s) ? ec_session_lost(s) : __atomic_load_n(&s->lost, __ATOMIC_ACQUIRE);
+}
 
 void rv_session_test_pause_keepalive(rv_session *s, bool pause) {
+  if (CC_IS_ETCD(s)) {
+    ec_session_test_pause_keepalive(s, pause);
+    return;
+  }
   __atomic_store_n(&s->paused, pause, __ATOMIC_RELEASE);
 }
 
 void rv_session_close(rv_session *s) {
   if (!s)
     return;
+  if (CC_IS_ETCD(s)) {
+    ec_session_close(s);
+    return;
+  }
   if (s->stop)
     rv_ctx_cancel(s->stop, "session closed");
   if (s->ka)
@@ -432,6 +448,8 @@ static int acquire_reply(redisReply *rep, uint64_t *token) {
 
 int rv_dlock_acquire(rv_ctx *ctx, rv_session *s, const char *name, const char *description,
                      rv_dlock **out) {
+  if (CC_IS_ETCD(s))
+    return ec_dlock_acquire(ctx, s, name, description, out);
   rv_coord_client *c = s->c;
   char desc[RV_DLOCK_DESC_MAX + 1];
   if (description)
@@ -532,12 +550,14 @@ int rv_dlock_acquire(rv_ctx *ctx, rv_session *s, const char *name, const char *d
   return got == 0 ? RV_EBUSY : got;
 }
 
-uint64_t rv_dlock_token(const rv_dlock *h) { return h->token; }
-const char *rv_dlock_name(const rv_dlock *h) { return h->name; }
+uint64_t rv_dlock_token(const rv_dlock *h) { return CC_IS_ETCD(h) ? ec_dlock_token(h) : h->token; }
+const char *rv_dlock_name(const rv_dlock *h) { return CC_IS_ETCD(h) ? ec_dlock_name(h) : h->name; }
 
 int rv_dlock_release(rv_dlock *h) {
   if (!h)
     return RV_EINVAL;
+  if (CC_IS_ETCD(h))
+    return ec_dlock_release(h);
   rv_session *s = h->s;
   rv_rawmu_lock(&s->held_mu);
   if (h->prev)

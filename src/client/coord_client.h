@@ -19,6 +19,11 @@
  *  - one background thread per watch ("coord-watch", own connection) running
  *    CFG.WATCH / CFG.WATCHRAW long polls; callbacks run on it.
  * A client may be used from any number of threads at once.
+ *
+ * With rv_coord_client_opts.etcd_url set, the same API is served by an etcd
+ * cluster instead (src/client/etcd_backend.c: sessions are leases, locks the
+ * etcd mutex recipe fenced by create_revision, config layers key prefixes
+ * under /ravel/config/; its header comment lists where semantics differ).
  */
 #ifndef RAVEL_CLIENT_COORD_CLIENT_H
 #define RAVEL_CLIENT_COORD_CLIENT_H
@@ -63,6 +68,14 @@ typedef struct rv_coord_client_opts {
   const char *admin_url; /* optional: this process's admin endpoint */
   int pid;               /* 0: rv_getpid() */
   int lock_conns_max;    /* 0: RV_COORD_LOCK_CONNS_DEFAULT */
+  /*
+   * Set ("http://127.0.0.1:2379"): use the etcd backend instead of coord:
+   * the same API over etcd's v3 JSON gateway (src/client/etcd_backend.c says
+   * where its semantics differ).  Several endpoints, comma-separated, are
+   * tried in turn when one refuses connections.  host, port and
+   * lock_conns_max are ignored.
+   */
+  const char *etcd_url;
 } rv_coord_client_opts;
 
 /* Counters since the client was opened (read with rv_coord_client_stats). */

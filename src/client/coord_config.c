@@ -37,6 +37,8 @@
 
 int rv_config_get(rv_ctx *ctx, rv_coord_client *c, const char *service, const char *replica,
                   const char *key, char **value, uint64_t *revision) {
+  if (c->etcd)
+    return ec_config_get(ctx, c, service, replica, key, value, revision);
   char target[TARGET_MAX];
   cc_target(target, sizeof target, service, replica);
   const char *argv[] = {"CFG.EFFECTIVE", target, key};
@@ -61,6 +63,8 @@ int rv_config_get(rv_ctx *ctx, rv_coord_client *c, const char *service, const ch
 }
 
 int rv_config_revision(rv_ctx *ctx, rv_coord_client *c, uint64_t *revision) {
+  if (c->etcd)
+    return ec_config_revision(ctx, c, revision);
   const char *argv[] = {"CFG.REVISION"};
   redisReply *rep;
   int rc = cc_ctl_call(c, ctx, 1, argv, &rep);
@@ -77,6 +81,7 @@ int rv_config_revision(rv_ctx *ctx, rv_coord_client *c, uint64_t *revision) {
 /* ---- watch --------------------------------------------------------------------------------- */
 
 struct rv_config_watcher {
+  cc_handle h; /* first: the backend (coord) */
   rv_coord_client *c;
   char target[TARGET_MAX];
   char *prefix;
@@ -221,6 +226,8 @@ int rv_config_watch_ex(rv_coord_client *c, const char *service, const char *repl
     o = &def;
   if (!cb || (!o->raw && !service))
     return RV_EINVAL;
+  if (c->etcd)
+    return ec_config_watch(c, service, replica, o, since_rev, cb, arg, out);
   int rc;
   if (since_rev == RV_CONFIG_SINCE_NOW) {
     rv_ctx *op = rv_ctx_with_timeout(NULL, RV_COORD_OP_TIMEOUT_NS);
@@ -266,10 +273,16 @@ int rv_config_watch(rv_coord_client *c, const char *service, const char *replica
 }
 
 uint64_t rv_config_watch_revision(rv_config_watcher *w) {
+  if (CC_IS_ETCD(w))
+    return ec_config_watch_revision(w);
   return __atomic_load_n(&w->rev, __ATOMIC_ACQUIRE);
 }
 
 void rv_config_watch_test_drop(rv_config_watcher *w) {
+  if (CC_IS_ETCD(w)) {
+    ec_config_watch_test_drop(w);
+    return;
+  }
   __atomic_store_n(&w->drop, true, __ATOMIC_RELEASE);
   rv_rawmu_lock(&w->poll_mu);
   if (w->poll)
@@ -280,6 +293,10 @@ void rv_config_watch_test_drop(rv_config_watcher *w) {
 void rv_config_watch_stop(rv_config_watcher *w) {
   if (!w)
     return;
+  if (CC_IS_ETCD(w)) {
+    ec_config_watch_stop(w);
+    return;
+  }
   if (w->stop)
     rv_ctx_cancel(w->stop, "watch stopped");
   if (w->t)

@@ -22,7 +22,21 @@ typedef struct cc_conn {
   redisReader *rd;
 } cc_conn;
 
+/*
+ * Backends: coord (these files) or etcd (etcd_backend.c).  Every handle
+ * (rv_session, rv_dlock, rv_config_watcher) begins with a cc_handle saying
+ * which backend made it, and the public functions dispatch on it (or on the
+ * client's `etcd`) at their top.
+ */
+typedef struct cc_handle {
+  bool etcd;
+} cc_handle;
+#define CC_IS_ETCD(h) (((const cc_handle *)(const void *)(h))->etcd)
+
+typedef struct ec_client ec_client;
+
 struct rv_coord_client {
+  ec_client *etcd; /* non-NULL: the etcd backend serves every call */
   char host[CC_HOST_MAX];
   uint16_t port;
   char *service, *replica, *host_name, *admin_url;
@@ -67,5 +81,30 @@ long long cc_map_int(const redisReply *m, const char *key, long long dflt);
 
 /* "service" or "service/replica" into buf. */
 void cc_target(char *buf, size_t len, const char *service, const char *replica);
+
+/* ---- the etcd backend (etcd_backend.c): same contracts as the public functions ---- */
+int ec_client_open(rv_coord_client *c, rv_ctx *ctx, const char *url);
+void ec_client_close(rv_coord_client *c);
+int ec_session_open(rv_ctx *ctx, rv_coord_client *c, int64_t ttl_ms, rv_session_lost_fn on_lost,
+                    void *arg, rv_session **out);
+uint64_t ec_session_id(const rv_session *s);
+rv_ctx *ec_session_ctx(rv_session *s);
+bool ec_session_lost(rv_session *s);
+void ec_session_close(rv_session *s);
+void ec_session_test_pause_keepalive(rv_session *s, bool pause);
+int ec_dlock_acquire(rv_ctx *ctx, rv_session *s, const char *name, const char *description,
+                     rv_dlock **out);
+uint64_t ec_dlock_token(const rv_dlock *h);
+const char *ec_dlock_name(const rv_dlock *h);
+int ec_dlock_release(rv_dlock *h);
+int ec_config_get(rv_ctx *ctx, rv_coord_client *c, const char *service, const char *replica,
+                  const char *key, char **value, uint64_t *revision);
+int ec_config_revision(rv_ctx *ctx, rv_coord_client *c, uint64_t *revision);
+int ec_config_watch(rv_coord_client *c, const char *service, const char *replica,
+                    const rv_config_watch_opts *o, uint64_t since_rev, rv_config_watch_fn cb,
+                    void *arg, rv_config_watcher **out);
+uint64_t ec_config_watch_revision(rv_config_watcher *w);
+void ec_config_watch_test_drop(rv_config_watcher *w);
+void ec_config_watch_stop(rv_config_watcher *w);
 
 #endif

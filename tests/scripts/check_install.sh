@@ -47,7 +47,7 @@ $cc -std=gnu17 -o "$tmp/hello-shared" "$tmp/hello.c" $(pkg-config --cflags --lib
 LD_LIBRARY_PATH="$(pkg-config --variable=libdir ravel)" "$tmp/hello-shared"
 # Static libravel (its dependencies stay shared: Debian ships no static gnutls).
 $cc -std=gnu17 -o "$tmp/hello-static" "$tmp/hello.c" $(pkg-config --cflags ravel) \
-  "$(pkg-config --variable=libdir ravel)/libravel.a" $(pkg-config --libs libmicrohttpd jansson libuv sqlite3 hiredis) -lpthread -lm
+  "$(pkg-config --variable=libdir ravel)/libravel.a" $(pkg-config --libs libmicrohttpd jansson libuv sqlite3 hiredis libcurl) -lpthread -lm
 "$tmp/hello-static"
 if ldd "$tmp/hello-static" | grep -q libravel; then
   echo "static build linked libravel.so"; exit 1
