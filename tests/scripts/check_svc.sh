@@ -135,7 +135,8 @@ dump=$(curl -s --max-time 5 "http://127.0.0.1:$aport/debug/threads")
 echo "$dump" | sed -n '/^DEADLOCK/,$p'
 echo "$dump" | sed -n '/^DEADLOCK/,$p' | grep -q 'write-lock "client-cache"' || fail "the cycle does not show the write lock on client-cache"
 echo "$dump" | sed -n '/^DEADLOCK/,$p' | grep -q 'read-lock "client-cache"' || fail "the cycle does not show the read lock on client-cache"
-[ "$(metric ravel_svc_config_rebuilds_total)" != 0 ] || fail "--incident svc shows no config rebuild"
+# The watcher reacted to the no-op platform writes (its first rebuild may be the one stuck in the cycle).
+[ "$(metric ravel_svc_config_events_total)" != 0 ] || fail "--incident svc saw no config notification"
 echo "incident: cache_waiters=$(metric ravel_svc_cache_waiters) handler_threads=$(metric ravel_svc_handler_threads) dlock_acquisitions_in_progress=$(metric ravel_svc_dlock_acquisitions_in_progress)"
 kill -KILL "$pubber" 2>/dev/null; wait "$pubber" 2>/dev/null; pubber=""
 stop_svc 15   # 3: handlers stayed deadlocked; it exits without joining them
