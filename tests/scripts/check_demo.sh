@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest-timeout: 180
 # `ravel demo` replays the incident on real processes.  With every fix on the
 # run stays healthy (exit 0); with --incident at least one replica deadlocks on
 # the client cache after the platform writes and the run says so (exit 1).

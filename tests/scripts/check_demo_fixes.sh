@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest-timeout: 180
 # Each single fix changes the outcome the way ../shared/INCIDENT.md says
 # (every other cause stays on, as in the incident):
 #   release  per-iteration release: no recursive read lock, so no deadlock

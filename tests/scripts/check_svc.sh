@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest-timeout: 180
 # `ravel svc`: the incident's reference service against `ravel up`.
 #  1. With every fix (the default): 50 events on one resource are all
 #     finished, and platform writes that billing overrides rebuild nothing.

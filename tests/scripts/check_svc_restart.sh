@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest-timeout: 180
 # The incident's "fix" that destroys the evidence: restarting every replica
 # clears the deadlock.  Two --incident replicas deadlock after platform writes;
 # they are killed (stuck handlers cannot be stopped) and started again, and with
