@@ -28,6 +28,7 @@ typedef struct route {
 
 struct rv_admin {
   struct MHD_Daemon *daemon;
+  rv_rawmu routes_mu; /* routes may be added while requests are served */
   uint16_t port;
   rv_metrics *metrics;
   rv_registry *registry;
@@ -120,19 +121,23 @@ static void h_index(void *arg, const rv_admin_request *req, rv_admin_response *r
     return;
   }
   fprintf(f, "ravel admin endpoints:\n");
+  rv_rawmu_lock(&a->routes_mu);
   for (size_t i = 0; i < a->nroutes; i++)
     fprintf(f, "  %-6s %s%s\n", a->routes[i].method[0] ? a->routes[i].method : "*",
             a->routes[i].path, a->routes[i].prefix ? "..." : "");
+  rv_rawmu_unlock(&a->routes_mu);
   fclose(f);
   set_body(resp, s);
 }
 
 /* ---- dispatch ---------------------------------------------------------------------- */
 
-static const route *find_route(const rv_admin *a, const char *method, const char *path,
-                               bool *method_mismatch) {
+static bool find_route(rv_admin *a, const char *method, const char *path, bool *method_mismatch,
+                       route *found) {
   *method_mismatch = false;
-  for (size_t i = 0; i < a->nroutes; i++) {
+  bool ok = false;
+  rv_rawmu_lock(&a->routes_mu);
+  for (size_t i = 0; i < a->nroutes && !ok; i++) {
     const route *r = &a->routes[i];
     bool match = r->prefix ? strncmp(path, r->path, strlen(r->path)) == 0
                            : strcmp(path, r->path) == 0;
@@ -142,9 +147,11 @@ static const route *find_route(const rv_admin *a, const char *method, const char
       *method_mismatch = true;
       continue;
     }
-    return r;
+    *found = *r;
+    ok = true;
   }
-  return NULL;
+  rv_rawmu_unlock(&a->routes_mu);
+  return ok;
 }
 
 static enum MHD_Result send_response(struct MHD_Connection *conn, rv_admin_response *resp) {
@@ -207,7 +214,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return send_response(conn, &resp);
   }
   bool wrong_method;
-  const route *r = find_route(a, method, url, &wrong_method);
+  route found;
+  const route *r = find_route(a, method, url, &wrong_method, &found) ? &found : NULL;
   if (!r) {
     resp.status = wrong_method ? 405 : 404;
     rv_admin_printf(&resp, wrong_method ? "method %s not allowed on %s\n" : "no route %s %s\n",
@@ -235,8 +243,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 int rv_admin_route(rv_admin *a, const char *method, const char *path, rv_admin_handler fn,
                    void *arg) {
-  if (a->nroutes >= RV_ADMIN_ROUTES_MAX || !path || strlen(path) >= sizeof a->routes[0].path)
+  if (!path || strlen(path) >= sizeof a->routes[0].path)
     return RV_ELIMIT;
+  rv_rawmu_lock(&a->routes_mu);
+  if (a->nroutes >= RV_ADMIN_ROUTES_MAX) {
+    rv_rawmu_unlock(&a->routes_mu);
+    return RV_ELIMIT;
+  }
   route *r = &a->routes[a->nroutes++];
   snprintf(r->method, sizeof r->method, "%s", method ? method : "");
   snprintf(r->path, sizeof r->path, "%s", path);
@@ -244,6 +257,7 @@ int rv_admin_route(rv_admin *a, const char *method, const char *path, rv_admin_h
   r->prefix = n > 1 && path[n - 1] == '/';
   r->fn = fn;
   r->arg = arg;
+  rv_rawmu_unlock(&a->routes_mu);
   return RV_OK;
 }
 
@@ -251,6 +265,7 @@ int rv_admin_start(rv_admin **out, const rv_admin_opts *opts) {
   rv_admin *a = calloc(1, sizeof *a);
   if (!a)
     return RV_ENOMEM;
+  rv_rawmu_init(&a->routes_mu);
   a->metrics = opts->metrics;
   a->registry = opts->registry ? opts->registry : rv_registry_current();
   if (a->metrics)
@@ -290,5 +305,6 @@ void rv_admin_stop(rv_admin *a) {
   if (!a)
     return;
   MHD_stop_daemon(a->daemon);
+  rv_rawmu_destroy(&a->routes_mu);
   free(a);
 }
