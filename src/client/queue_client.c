@@ -547,6 +547,11 @@ typedef struct cmsg {
   int64_t last_touch_ns;      /* c->mu */
   bool server_timed_out;      /* c->mu */
   bool cancelled;             /* c->mu */
+  /* Its connection granted timeout_notify or hold_slots: answers carry the
+   * attempt ("FIN <id> <attempts>"), so a late one cannot act on a
+   * redelivery of the same id.  hold: that connection granted hold_slots. */
+  bool qualify;
+  bool hold;
 } cmsg;
 
 typedef struct deadthread {
@@ -617,10 +622,12 @@ static void cons_run_one(rv_consumer *c, cmsg *m) {
   rv_nsq_buf b;
   rv_nsq_buf_init(&b, RV_QC_SMALL_CMD_LIMIT_BYTES);
   bool req = verdict == RV_MSG_REQUEUE;
+  uint16_t attempt = m->qualify ? m->m.attempts : 0;
   if (req)
-    rv_nsq_enc_req(&b, m->m.id, m->m.requeue_delay_ms < 0 ? 0 : m->m.requeue_delay_ms);
+    rv_nsq_enc_req_attempt(&b, m->m.id, m->m.requeue_delay_ms < 0 ? 0 : m->m.requeue_delay_ms,
+                           attempt);
   else
-    rv_nsq_enc_fin(&b, m->m.id);
+    rv_nsq_enc_fin_attempt(&b, m->m.id, attempt);
   int rc = cons_send(c, m->gen, &b);
   rv_nsq_buf_free(&b);
   rv_mutex_lock(&c->mu);
@@ -708,6 +715,8 @@ static void cons_dispatch(rv_consumer *c, const rv_nsq_frame *f) {
   m->last_touch_ns = m->m.delivered_ns;
   rv_mutex_lock(&c->mu);
   m->gen = c->gen;
+  m->hold = c->st.hold_slots_granted;
+  m->qualify = c->st.timeout_notify_granted || c->st.hold_slots_granted;
   m->prev = c->tail;
   if (c->tail)
     c->tail->next = m;
@@ -736,7 +745,7 @@ static void cons_dispatch(rv_consumer *c, const rv_nsq_frame *f) {
     /* No thread: requeue at once rather than let it time out. */
     rv_nsq_buf b;
     rv_nsq_buf_init(&b, RV_QC_SMALL_CMD_LIMIT_BYTES);
-    rv_nsq_enc_req(&b, m->m.id, 0);
+    rv_nsq_enc_req_attempt(&b, m->m.id, 0, m->qualify ? m->m.attempts : 0);
     cons_send(c, m->gen, &b);
     rv_nsq_buf_free(&b);
     rv_mutex_lock(&c->mu);
@@ -783,7 +792,7 @@ static void cons_housekeeping(rv_consumer *c) {
       continue;
     /* A message the server already timed out cannot be touched back. */
     if (c->o.auto_touch && !m->server_timed_out && now - m->last_touch_ns >= timeout_ns / 2 &&
-        rv_nsq_enc_touch(&b, m->m.id) == RV_OK) {
+        rv_nsq_enc_touch_attempt(&b, m->m.id, m->qualify ? m->m.attempts : 0) == RV_OK) {
       m->last_touch_ns = now;
       touches++;
     }
@@ -1102,6 +1111,13 @@ int rv_consumer_wait_ready(rv_consumer *c, rv_ctx *ctx) {
 void rv_consumer_stats_get(rv_consumer *c, rv_consumer_stats *out) {
   rv_mutex_lock(&c->mu);
   *out = c->st;
+  /* The slots the server holds for us: timed out there, not yet answered,
+   * on the live connection that granted hold_slots (a lost connection
+   * released its holds). */
+  out->held_slots = 0;
+  for (cmsg *m = c->head; m; m = m->next)
+    if (m->server_timed_out && m->hold && c->conn && m->gen == c->gen)
+      out->held_slots++;
   rv_mutex_unlock(&c->mu);
 }
 
@@ -1211,7 +1227,7 @@ int rv_message_touch(const rv_message *msg) {
   rv_consumer *c = m->c;
   rv_nsq_buf b;
   rv_nsq_buf_init(&b, RV_QC_SMALL_CMD_LIMIT_BYTES);
-  int rc = rv_nsq_enc_touch(&b, m->m.id);
+  int rc = rv_nsq_enc_touch_attempt(&b, m->m.id, m->qualify ? m->m.attempts : 0);
   if (rc == RV_OK)
     rc = cons_send(c, m->gen, &b);
   rv_nsq_buf_free(&b);

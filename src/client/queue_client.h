@@ -72,9 +72,14 @@
  * timed out and was requeued) are counted in the stats and otherwise ignored;
  * the connection goes on.  A message's answer is dropped (and counted) when
  * the connection it came on is gone: the server requeued it already.
- * Hazard (NSQ's, not ours): a handler that outlives its message's timeout
- * answers for an id that may be in flight again (redelivered to this very
- * consumer); nsqd cannot tell the two deliveries apart.
+ * Late answers and redeliveries: a handler that outlives its message's
+ * timeout answers for an id that may be in flight again, redelivered to this
+ * very consumer.  NSQ's FIN/REQ/TOUCH name only the id, so nsqd applies the
+ * late answer to the new delivery.  When the server granted timeout_notify
+ * or hold_slots (a ravel server), the consumer adds the delivery's attempt
+ * ("FIN <id> <attempts>", docs/queue.md) and the server refuses a late
+ * answer (E_FIN_FAILED / E_REQ_FAILED, counted above) without touching the
+ * new delivery.  Against nsqd, the hazard remains.
  * Stop: rv_consumer_stop sends CLS (no new messages), waits up to
  * stop_timeout_ms for running handlers, cancels the ones still running
  * ("consumer stopping"), waits again, then closes the connection.
@@ -228,6 +233,10 @@ typedef struct rv_consumer_stats {
   uint64_t connection_losses;
   uint64_t handler_threads_alive;
   uint64_t in_flight;           /* delivered, handler not yet answered */
+  /* Of those, the ones the server timed out (type-3 frame) on a connection
+   * that granted hold_slots: the slots the server holds for us until their
+   * handlers answer. */
+  uint64_t held_slots;
   int64_t msg_timeout_ms;       /* what the server granted */
   bool timeout_notify_granted;
   bool hold_slots_granted;

@@ -99,13 +99,22 @@
  *   2. A hold is released only by C itself: a FIN or REQ from C for that id
  *      that does not act on a message in flight at C; or C leaving.  The
  *      FIN/REQ still gets nsqd's error (ID not in flight / client does not
- *      own message: the late answer did not finish or requeue the message),
- *      and rv_queue_ack.held_released tells the shell that a slot came back;
- *      the client library counts late FINs from those errors.
- *   3. If the id is in flight at C again (redelivered to C), a FIN/REQ from
- *      C acts on that delivery (success) and the hold stays: C has two
- *      handlers on the same id and each will answer once, so the second
- *      answer releases the hold.
+ *      own message / ravel's stale attempt: the late answer did not finish
+ *      or requeue the message), and rv_queue_ack.held_released tells the
+ *      shell that a slot came back; the client library counts late FINs
+ *      from those errors.
+ *   3. If the id is in flight at C again (redelivered to C), C has two
+ *      handlers on the same id and each will answer once.  An answer that
+ *      names its delivery (the attempt argument, "FIN <id> <attempts>")
+ *      acts only on that delivery: the late one (its attempt is not the one
+ *      in flight) fails with RV_QUEUE_ESTALE_ATTEMPT and releases the hold
+ *      (rule 2), the current one acts on the delivery and leaves the hold.
+ *      An answer without an attempt (an nsqd client, which cannot ask for
+ *      holds in the first place unless it speaks ravel's extensions) acts on
+ *      the delivery in flight, as nsqd does, and leaves the hold to the
+ *      other answer; that may be the late one, which then requeues or
+ *      finishes the new delivery from under its handler: the reason clients
+ *      that negotiated an extension send the attempt.
  *   4. TOUCH never releases a hold: a late TOUCH says the handler is still
  *      running, which is exactly what the slot is held for.  It gets nsqd's
  *      E_TOUCH_FAILED.
@@ -2026,12 +2035,13 @@ int rv_queue_rdy(rv_queue *q, int64_t now_ns, uint64_t consumer, int64_t count,
 
 /*
  * The common first half of FIN / REQ / TOUCH: the consumer, and the record
- * of guid if it is in flight at that consumer; else nsqd's error, after
- * rules 2 and 4 of held slots (FIN and REQ release a hold, and the slot that
- * comes back is used at once; TOUCH releases nothing).
+ * of guid if it is in flight at that consumer as delivery `attempt` (0: any
+ * delivery); else nsqd's error (or ravel's stale attempt), after rules 2 and
+ * 4 of held slots (FIN and REQ release a hold, and the slot that comes back
+ * is used at once; TOUCH releases nothing).
  */
 static int ack_begin(rv_queue *q, int64_t now, uint64_t consumer, const char *verb, uint64_t guid,
-                     bool releases_hold, rv_queue_ack *ack, rv_queue_events *ev,
+                     uint16_t attempt, bool releases_hold, rv_queue_ack *ack, rv_queue_events *ev,
                      rvq_consumer **cout, uint32_t *out) {
   memset(ack, 0, sizeof *ack);
   rvq_consumer *c = consumer_of(q, consumer);
@@ -2042,28 +2052,34 @@ static int ack_begin(rv_queue *q, int64_t now, uint64_t consumer, const char *ve
   uint64_t seq = guid_seq(ch->topic, guid);
   uint32_t e = seq ? map_get(&ch->map, seq) : RVQ_NONE;
   ack->seq = seq;
-  if (e != RVQ_NONE && q->entries[e].state == RVQ_E_IN_FLIGHT && q->entries[e].owner == c) {
+  bool mine = e != RVQ_NONE && q->entries[e].state == RVQ_E_IN_FLIGHT && q->entries[e].owner == c;
+  uint16_t current = mine ? q->entries[e].attempts : 0;
+  if (mine && (attempt == 0 || attempt == current)) {
     *out = e;
     return RV_QUEUE_OK;
   }
-  int rc = (e != RVQ_NONE && q->entries[e].state == RVQ_E_IN_FLIGHT) ? RV_QUEUE_ENOT_OWNER
-                                                                       : RV_QUEUE_ENOT_IN_FLIGHT;
+  int rc = mine ? RV_QUEUE_ESTALE_ATTEMPT
+           : (e != RVQ_NONE && q->entries[e].state == RVQ_E_IN_FLIGHT) ? RV_QUEUE_ENOT_OWNER
+                                                                        : RV_QUEUE_ENOT_IN_FLIGHT;
   if (releases_hold && seq && c->held && hold_release(q, c, seq)) {
     ack->held_released = true;
     consumer_update(c);
     pump(q, ch, now, ev);
   }
   char id[RV_NSQ_MSG_ID_SIZE_BYTES + 1];
+  if (rc == RV_QUEUE_ESTALE_ATTEMPT)
+    return fail(q, rc, "%s %s failed attempt %u is not in flight (attempt %u is)", verb,
+                fmt_id(guid, id), (unsigned)attempt, (unsigned)current);
   return fail(q, rc, "%s %s failed %s", verb, fmt_id(guid, id), rv_queue_strerror(rc));
 }
 
-int rv_queue_fin(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid,
+int rv_queue_fin(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid, uint16_t attempt,
                  rv_queue_ack *ack, rv_queue_events *ev) {
   int64_t now = clock_in(q, now_ns);
   rv_queue_ack dummy;
   rvq_consumer *c;
   uint32_t e;
-  int rc = ack_begin(q, now, consumer, "FIN", guid, true, ack ? ack : &dummy, ev, &c, &e);
+  int rc = ack_begin(q, now, consumer, "FIN", guid, attempt, true, ack ? ack : &dummy, ev, &c, &e);
   if (rc)
     return rc;
   if (!ack)
@@ -2082,13 +2098,13 @@ int rv_queue_fin(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid,
   return RV_QUEUE_OK;
 }
 
-int rv_queue_req(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid, int64_t delay_ns,
-                 rv_queue_ack *ack, rv_queue_events *ev) {
+int rv_queue_req(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid, uint16_t attempt,
+                 int64_t delay_ns, rv_queue_ack *ack, rv_queue_events *ev) {
   int64_t now = clock_in(q, now_ns);
   rv_queue_ack dummy;
   rvq_consumer *c;
   uint32_t e;
-  int rc = ack_begin(q, now, consumer, "REQ", guid, true, ack ? ack : &dummy, ev, &c, &e);
+  int rc = ack_begin(q, now, consumer, "REQ", guid, attempt, true, ack ? ack : &dummy, ev, &c, &e);
   if (rc)
     return rc;
   if (!ack)
@@ -2123,12 +2139,13 @@ int rv_queue_req(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid, 
 }
 
 int rv_queue_touch(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid,
-                   rv_queue_ack *ack) {
+                   uint16_t attempt, rv_queue_ack *ack) {
   int64_t now = clock_in(q, now_ns);
   rv_queue_ack dummy;
   rvq_consumer *c;
   uint32_t e;
-  int rc = ack_begin(q, now, consumer, "TOUCH", guid, false, ack ? ack : &dummy, NULL, &c, &e);
+  int rc = ack_begin(q, now, consumer, "TOUCH", guid, attempt, false, ack ? ack : &dummy, NULL,
+                     &c, &e);
   if (rc)
     return rc;
   /* nsqd: now + the client's msg_timeout, but never past delivery + the

@@ -27,12 +27,16 @@
  *    leaves has its in-flight messages requeued at once.
  *  - ravel extensions per consumer: timeout_notify (an RV_QUEUE_EV_TIMEOUT
  *    event when its message times out) and hold_slots (a timed-out message
- *    keeps its slot until that consumer FINs or REQs the id, or leaves).
+ *    keeps its slot until that consumer FINs or REQs the id, or leaves), and
+ *    FIN / REQ / TOUCH qualified by the delivery's attempt number, so that a
+ *    late answer never acts on a later delivery of the same id.
  *
  * Pointers in stats views stay valid until the next call that changes the
  * queue.  Errors are negative rv_queue_err codes; rv_queue_errmsg() gives the
  * specific sentence of the last failure (for FIN / REQ / TOUCH it is exactly
- * nsqd's text after the code: "FIN 0001000000000007 failed ID not in flight").
+ * nsqd's text after the code: "FIN 0001000000000007 failed ID not in flight";
+ * a stale attempt says "FIN 0001000000000007 failed attempt 1 is not in
+ * flight (attempt 2 is)").
  * A call given a NULL rv_queue_events delivers nothing (messages stay ready).
  */
 #ifndef RAVEL_CORE_QUEUE_H
@@ -93,6 +97,9 @@ extern "C" {
  * sentence is rv_queue_errmsg(q).  Which NSQ code the shell sends: SUB limits
  * E_SUB_FAILED, publish failures E_PUB_FAILED / E_MPUB_FAILED /
  * E_DPUB_FAILED, HTTP not-found TOPIC_NOT_FOUND / CHANNEL_NOT_FOUND.
+ * ESTALE_ATTEMPT (ravel's attempt-qualified FIN / REQ / TOUCH) is sent as
+ * E_FIN_FAILED / E_REQ_FAILED / E_TOUCH_FAILED with rv_queue_errmsg(q), which
+ * starts like nsqd's ("FIN <id> failed ...").
  */
 #define RV_QUEUE_ERRORS(X)                                                     \
   X(RV_QUEUE_OK, 0, "ok")                                                      \
@@ -115,7 +122,8 @@ extern "C" {
   X(RV_QUEUE_ERECORDS, -17, "message records full")                            \
   X(RV_QUEUE_ESEQ, -18, "topic sequence space exhausted")                      \
   X(RV_QUEUE_ESTORE, -19, "store failed")                                      \
-  X(RV_QUEUE_ENOMEM, -20, "out of memory")
+  X(RV_QUEUE_ENOMEM, -20, "out of memory")                                     \
+  X(RV_QUEUE_ESTALE_ATTEMPT, -21, "attempt not in flight")
 
 enum rv_queue_err {
 #define RV__QUEUE_ERR_ENUM(name, val, text) name = (val),
@@ -369,14 +377,26 @@ typedef struct rv_queue_ack {
   uint64_t seq;
 } rv_queue_ack;
 
-int rv_queue_fin(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid,
+/*
+ * attempt: the delivery the answer is for, as the client saw it in the
+ * message frame (ravel extension: "FIN <id> <attempts>").  0 means any
+ * delivery, nsqd's behaviour: the answer acts on id if it is in flight at
+ * this consumer.  Otherwise it acts only if the record in flight at this
+ * consumer is that very delivery (its attempts equal attempt); an answer for
+ * an earlier (or any other) delivery of an id that is in flight at this
+ * consumer again fails with RV_QUEUE_ESTALE_ATTEMPT (rv_queue_errmsg:
+ * "FIN <id> failed attempt 1 is not in flight (attempt 2 is)"), leaves the
+ * delivery in flight, and for FIN / REQ releases a hold of this consumer on
+ * id if there is one (held slots, rule 3 in queue.c).
+ */
+int rv_queue_fin(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid, uint16_t attempt,
                  rv_queue_ack *ack, rv_queue_events *ev);
 /* delay_ns is clamped to 0..max_req_timeout; 0 requeues at the tail of the
  * channel's ready queue, > 0 defers. */
-int rv_queue_req(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid, int64_t delay_ns,
-                 rv_queue_ack *ack, rv_queue_events *ev);
+int rv_queue_req(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid, uint16_t attempt,
+                 int64_t delay_ns, rv_queue_ack *ack, rv_queue_events *ev);
 int rv_queue_touch(rv_queue *q, int64_t now_ns, uint64_t consumer, uint64_t guid,
-                   rv_queue_ack *ack);
+                   uint16_t attempt, rv_queue_ack *ack);
 
 /* ---- time ---------------------------------------------------------------- */
 

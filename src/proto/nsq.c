@@ -661,6 +661,32 @@ static int check_id(rv_nsq_slice s, rv_nsq_cmd *cmd, rv_nsq_error *err) {
   return 0;
 }
 
+/*
+ * ravel's attempt argument of FIN / REQ / TOUCH: 1..65535 in decimal, no
+ * sign, no leading zero.  nsqd ignores parameters past the ones it reads, so
+ * an empty one (a trailing space, which nsqd accepts) counts as absent, and
+ * so does everything after the attempt.
+ */
+static int check_attempt(rv_nsq_slice s, rv_nsq_cmd_kind kind, rv_nsq_cmd *cmd,
+                         rv_nsq_error *err) {
+  if (s.len == 0) return 0;
+  uint32_t v = 0;
+  bool ok = s.len <= 5 && s.ptr[0] != '0';
+  for (size_t i = 0; ok && i < s.len; i++) {
+    if (s.ptr[i] < '0' || s.ptr[i] > '9') ok = false;
+    else v = v * 10 + (uint32_t)(s.ptr[i] - '0');
+  }
+  if (!ok || v < 1 || v > UINT16_MAX) {
+    err_begin(err, RV_NSQ_E_INVALID, true);
+    err_catf(err, "%s invalid attempt ", rv_nsq_cmd_name(kind));
+    err_cat_quoted(err, s.ptr, s.len);
+    err_cat(err, " (must be 1-65535)");
+    return RV_EPROTO;
+  }
+  cmd->attempt = (uint16_t)v;
+  return 0;
+}
+
 static int insufficient(rv_nsq_error *err, const char *cmd, const char *noun) {
   rv_nsq_error_set(err, RV_NSQ_E_INVALID, "%s insufficient number of %s", cmd, noun);
   return RV_EPROTO;
@@ -742,6 +768,7 @@ static int parse_line(rv_nsq_decoder *dec, const uint8_t *line, size_t n, rv_nsq
     case RV_NSQ_CMD_TOUCH:
       if (pp.count < 2) return insufficient(err, rv_nsq_cmd_name(kind), "params");
       if (check_id(p[1], cmd, err)) return RV_EPROTO;
+      if (pp.count > 2 && check_attempt(p[2], kind, cmd, err)) return RV_EPROTO;
       return LINE_EMIT;
     case RV_NSQ_CMD_REQ: {
       if (pp.count < 3) return insufficient(err, "REQ", "params");
@@ -754,6 +781,7 @@ static int parse_line(rv_nsq_decoder *dec, const uint8_t *line, size_t n, rv_nsq
       int64_t clamped = ns < 0 ? 0 : ns > max_ns ? max_ns : ns;
       cmd->delay_clamped = clamped != ns;
       cmd->delay_ms = clamped / RV_NSQ__NS_PER_MS;
+      if (pp.count > 3 && check_attempt(p[3], kind, cmd, err)) return RV_EPROTO;
       return LINE_EMIT;
     }
     case RV_NSQ_CMD_CLS:
@@ -1547,20 +1575,42 @@ static int put_id_cmd(rv_nsq_buf *out, const char *cmd,
   return put_cmd(out, cmd, idz, extra, NULL, 0);
 }
 
+int rv_nsq_enc_fin_attempt(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES],
+                           uint16_t attempt) {
+  char num[8];
+  if (attempt) snprintf(num, sizeof(num), "%u", (unsigned)attempt);
+  return put_id_cmd(out, "FIN", id, attempt ? num : NULL);
+}
+
+int rv_nsq_enc_req_attempt(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES],
+                           int64_t delay_ms, uint16_t attempt) {
+  if (delay_ms < 0) return RV_EINVAL;
+  char num[32];
+  if (attempt)
+    snprintf(num, sizeof(num), "%lld %u", (long long)delay_ms, (unsigned)attempt);
+  else
+    snprintf(num, sizeof(num), "%lld", (long long)delay_ms);
+  return put_id_cmd(out, "REQ", id, num);
+}
+
+int rv_nsq_enc_touch_attempt(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES],
+                             uint16_t attempt) {
+  char num[8];
+  if (attempt) snprintf(num, sizeof(num), "%u", (unsigned)attempt);
+  return put_id_cmd(out, "TOUCH", id, attempt ? num : NULL);
+}
+
 int rv_nsq_enc_fin(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES]) {
-  return put_id_cmd(out, "FIN", id, NULL);
+  return rv_nsq_enc_fin_attempt(out, id, 0);
 }
 
 int rv_nsq_enc_req(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES],
                    int64_t delay_ms) {
-  if (delay_ms < 0) return RV_EINVAL;
-  char num[24];
-  snprintf(num, sizeof(num), "%lld", (long long)delay_ms);
-  return put_id_cmd(out, "REQ", id, num);
+  return rv_nsq_enc_req_attempt(out, id, delay_ms, 0);
 }
 
 int rv_nsq_enc_touch(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES]) {
-  return put_id_cmd(out, "TOUCH", id, NULL);
+  return rv_nsq_enc_touch_attempt(out, id, 0);
 }
 
 int rv_nsq_enc_nop(rv_nsq_buf *out) { return put_cmd(out, "NOP", NULL, NULL, NULL, 0); }

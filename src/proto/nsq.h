@@ -37,6 +37,17 @@
  *     FINs, REQs or otherwise releases that id, or disconnects.
  *   The IDENTIFY reply echoes each of these two keys only when the client
  *   asked for it (sent true), with the value the server granted.
+ *   - FIN, REQ and TOUCH take an optional last argument, the attempts of the
+ *     delivery being answered as the message frame gave it:
+ *     "FIN <id> <attempts>", "REQ <id> <ms> <attempts>",
+ *     "TOUCH <id> <attempts>".  An NSQ id names the message, not the
+ *     delivery, so without it a late answer from a handler whose delivery
+ *     timed out acts on a redelivery of the same id to the same consumer.
+ *     With it the server acts only on that delivery.  The server always
+ *     accepts it (1..65535, decimal; anything else is a fatal E_INVALID; an
+ *     empty parameter counts as absent, as nsqd ignores it); a client sends
+ *     it only to a server that granted timeout_notify or hold_slots (nsqd
+ *     ignores extra parameters, but grants neither).
  *
  * Memory: every buffer is bounded by a named limit or an option (line length,
  * max_body_size_bytes, the rv_nsq_buf limit); a body size is checked from its
@@ -293,6 +304,9 @@ typedef struct rv_nsq_cmd {
   int64_t count;                            /* RDY: 0..max_rdy_count */
   int64_t delay_ms;                         /* REQ (clamped), DPUB */
   bool delay_clamped;                       /* REQ: delay_ms was clamped */
+  /* FIN, REQ, TOUCH: ravel's optional attempt argument, 1..65535; 0 when
+   * absent (nsqd's commands). */
+  uint16_t attempt;
   /* PUB/DPUB message, IDENTIFY JSON, AUTH secret, MPUB whole body. */
   rv_nsq_slice body;
   /* MPUB: every message, all validated before the command is returned. */
@@ -463,6 +477,16 @@ int rv_nsq_enc_fin(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES]);
 int rv_nsq_enc_req(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES],
                    int64_t delay_ms);
 int rv_nsq_enc_touch(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES]);
+/* The same, qualified by the delivery's attempt number (ravel extension, see
+ * the top comment): "FIN <id> <attempt>", "REQ <id> <delay_ms> <attempt>",
+ * "TOUCH <id> <attempt>".  attempt 0 writes the plain NSQ command.  Send them
+ * only to a server that granted timeout_notify or hold_slots. */
+int rv_nsq_enc_fin_attempt(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES],
+                           uint16_t attempt);
+int rv_nsq_enc_req_attempt(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES],
+                           int64_t delay_ms, uint16_t attempt);
+int rv_nsq_enc_touch_attempt(rv_nsq_buf *out, const uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES],
+                             uint16_t attempt);
 int rv_nsq_enc_nop(rv_nsq_buf *out);
 int rv_nsq_enc_cls(rv_nsq_buf *out);
 

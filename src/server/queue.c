@@ -402,7 +402,8 @@ static void sub_cmd(qconn *k, const rv_nsq_cmd *cmd) {
   rv__qsrv_events(s);
 }
 
-/* FIN / REQ / TOUCH: nsqd's non-fatal errors for ids that are not (or no longer) ours. */
+/* FIN / REQ / TOUCH: nsqd's non-fatal errors for ids that are not (or no longer) ours, and
+ * ravel's for an answer (qualified by its attempt) to a delivery that is no longer in flight. */
 static void ack_cmd(qconn *k, const rv_nsq_cmd *cmd) {
   rv_qsrv *s = k->srv;
   uint64_t guid = 0;
@@ -412,29 +413,36 @@ static void ack_cmd(qconn *k, const rv_nsq_cmd *cmd) {
   int rc;
   rv_nsq_code code;
   if (cmd->kind == RV_NSQ_CMD_FIN) {
-    rc = rv_queue_fin(s->q, now, k->consumer, guid, &ack, &s->ev);
+    rc = rv_queue_fin(s->q, now, k->consumer, guid, cmd->attempt, &ack, &s->ev);
     code = RV_NSQ_E_FIN_FAILED;
     if (rc == RV_QUEUE_OK && s->m.e2e)
       rv_histogram_observe(rv_histogram_labels(s->m.e2e, k->topic, k->channel),
                            (double)ack.latency_ns / RV_NS_PER_S);
   } else if (cmd->kind == RV_NSQ_CMD_REQ) {
-    rc = rv_queue_req(s->q, now, k->consumer, guid, cmd->delay_ms * RV_NS_PER_MS, &ack, &s->ev);
+    rc = rv_queue_req(s->q, now, k->consumer, guid, cmd->attempt, cmd->delay_ms * RV_NS_PER_MS,
+                      &ack, &s->ev);
     code = RV_NSQ_E_REQ_FAILED;
   } else {
-    rc = rv_queue_touch(s->q, now, k->consumer, guid, &ack);
+    rc = rv_queue_touch(s->q, now, k->consumer, guid, cmd->attempt, &ack);
     code = RV_NSQ_E_TOUCH_FAILED;
   }
   if (rc != RV_QUEUE_OK) {
-    if (rc == RV_QUEUE_ENOT_IN_FLIGHT || rc == RV_QUEUE_ENOT_OWNER) {
+    bool late = rc == RV_QUEUE_ENOT_IN_FLIGHT || rc == RV_QUEUE_ENOT_OWNER ||
+                rc == RV_QUEUE_ESTALE_ATTEMPT;
+    if (late) {
       k->late_fins++;
       rv_counter_inc(s->m.late_fins);
     }
     rv_nsq_error err;
-    rv_nsq_error_set(&err, code, "%s %.16s failed %s", rv_nsq_cmd_name(cmd->kind),
-                     (const char *)cmd->id,
-                     rc == RV_QUEUE_ENOT_IN_FLIGHT || rc == RV_QUEUE_ENOT_OWNER
-                         ? rv_queue_strerror(rc)
-                         : rv_queue_errmsg(s->q));
+    if (rc == RV_QUEUE_ENOT_IN_FLIGHT || rc == RV_QUEUE_ENOT_OWNER)
+      rv_nsq_error_set(&err, code, "%s %.16s failed %s", rv_nsq_cmd_name(cmd->kind),
+                       (const char *)cmd->id, rv_queue_strerror(rc));
+    else if (rc == RV_QUEUE_ESTALE_ATTEMPT || rc == RV_QUEUE_EDEFERRED)
+      /* the core's sentence already reads "<VERB> <id> failed ..." */
+      rv_nsq_error_set(&err, code, "%s", rv_queue_errmsg(s->q));
+    else
+      rv_nsq_error_set(&err, code, "%s %.16s failed %s", rv_nsq_cmd_name(cmd->kind),
+                       (const char *)cmd->id, rv_queue_errmsg(s->q));
     send_error(k, &err);
   }
   rv__qsrv_events(s);

@@ -2,8 +2,9 @@
  * queue: the event queue server.  It speaks NSQ's TCP protocol V2 (so
  * go-nsq, nsqjs, pynsq and NSQ's tools work unchanged) and NSQ's HTTP API,
  * stores every message in a durable, checksummed log before it says OK, and
- * adds two extensions the incident asked for, negotiated per connection in
- * IDENTIFY: timeout notification and held slots.  docs/queue.md is the
+ * adds the extensions the incident asked for: timeout notification and held
+ * slots, negotiated per connection in IDENTIFY, and FIN / REQ / TOUCH
+ * qualified by the delivery's attempt number.  docs/queue.md is the
  * reference.
  *
  * The shell glues the server loop (server/loop.h) to the NSQ codec

@@ -60,6 +60,7 @@ static void dg_cmd(digest *d, const rv_nsq_cmd *c, bool with_clamped) {
   dg_u64(d, (uint64_t)c->count);
   dg_u64(d, (uint64_t)c->delay_ms);
   if (with_clamped) dg_u64(d, c->delay_clamped);
+  dg_u64(d, c->attempt);
   dg_u64(d, c->body.len);
   if (c->body.len) dg_bytes(d, c->body.ptr, c->body.len);
   dg_u64(d, c->msg_count);
@@ -98,6 +99,9 @@ static void check_cmd(const rv_nsq_cmd *c, const rv_nsq_opts *o) {
     default:
       break;
   }
+  /* ravel's attempt argument: only on FIN / REQ / TOUCH (0 = absent) */
+  if (c->kind != RV_NSQ_CMD_FIN && c->kind != RV_NSQ_CMD_REQ && c->kind != RV_NSQ_CMD_TOUCH)
+    CHECK(c->attempt == 0);
   if (c->kind == RV_NSQ_CMD_PUB || c->kind == RV_NSQ_CMD_DPUB)
     CHECK(c->body.len >= 1 && (int64_t)c->body.len <= o->max_msg_size_bytes);
   if (c->kind == RV_NSQ_CMD_DPUB) CHECK(c->delay_ms >= 0 && c->delay_ms <= o->max_req_timeout_ms);
@@ -146,9 +150,9 @@ static bool reencode(rv_nsq_buf *b, const rv_nsq_cmd *c) {
       if (c->ignored) return false;
       rc = rv_nsq_enc_rdy(b, c->count);
       break;
-    case RV_NSQ_CMD_FIN: rc = rv_nsq_enc_fin(b, c->id); break;
-    case RV_NSQ_CMD_REQ: rc = rv_nsq_enc_req(b, c->id, c->delay_ms); break;
-    case RV_NSQ_CMD_TOUCH: rc = rv_nsq_enc_touch(b, c->id); break;
+    case RV_NSQ_CMD_FIN: rc = rv_nsq_enc_fin_attempt(b, c->id, c->attempt); break;
+    case RV_NSQ_CMD_REQ: rc = rv_nsq_enc_req_attempt(b, c->id, c->delay_ms, c->attempt); break;
+    case RV_NSQ_CMD_TOUCH: rc = rv_nsq_enc_touch_attempt(b, c->id, c->attempt); break;
     case RV_NSQ_CMD_CLS: rc = rv_nsq_enc_cls(b); break;
     case RV_NSQ_CMD_NOP: rc = rv_nsq_enc_nop(b); break;
     default: return false;

@@ -1,3 +1,4 @@
+// ctest-timeout: 150
 #define _GNU_SOURCE
 /*
  * libravel's queue client (src/client/queue_client.h) against an in-process
@@ -18,6 +19,7 @@
 
 #include "client/queue_client.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -607,6 +609,196 @@ static void test_hold_slots(void **state) {
   server_cleanup(&s);
 }
 
+/* ---- late answers never act on a redelivery (attempt-qualified FIN/REQ) ---------- */
+
+/* The server's per-client counters for topic/channel from GET /stats (the
+ * one client there); false if the server has no such client. */
+typedef struct srv_client {
+  int64_t requeue_count, finish_count, timeout_count, late_fin_count, held_count;
+} srv_client;
+
+static bool server_client_stats(const server *s, const char *topic, const char *channel,
+                                srv_client *out) {
+  char path[160];
+  snprintf(path, sizeof path, "/stats?format=json&topic=%s&channel=%s", topic, channel);
+  char *body = NULL;
+  int status = rvt_http(rv_qsrv_http_port(s->q), "GET", path, NULL, &body);
+  assert_int_equal(status, 200);
+  json_error_t err;
+  json_t *root = json_loads(body, 0, &err);
+  free(body);
+  assert_non_null(root);
+  json_t *tj = json_array_get(json_object_get(root, "topics"), 0);
+  json_t *chan = json_array_get(json_object_get(tj, "channels"), 0);
+  json_t *cl = json_array_get(json_object_get(chan, "clients"), 0);
+  bool found = json_is_object(cl);
+  if (found) {
+    out->requeue_count = json_integer_value(json_object_get(cl, "requeue_count"));
+    out->finish_count = json_integer_value(json_object_get(cl, "finish_count"));
+    out->timeout_count = json_integer_value(json_object_get(cl, "timeout_count"));
+    out->late_fin_count = json_integer_value(json_object_get(cl, "late_fin_count"));
+    out->held_count = json_integer_value(json_object_get(cl, "held_count"));
+  }
+  json_decref(root);
+  return found;
+}
+
+/* Block until this delivery's context is cancelled, then requeue at once. */
+static int h_req_when_cancelled(rv_ctx *ctx, const rv_message *m, void *arg) {
+  rec_add(arg, m);
+  rv_sleep(ctx, SLOW_SLEEP_NS);
+  return RV_MSG_REQUEUE;
+}
+
+#define CHURN_MAX_IN_FLIGHT 2
+#define CHURN_TIMEOUTS 10
+
+typedef struct churn {
+  rv_consumer *c;
+  uint64_t max_threads; /* the most handler threads seen alive */
+  uint64_t max_held;    /* the most held_slots seen */
+} churn;
+
+static bool churn_timeouts(void *arg) {
+  churn *k = arg;
+  rv_consumer_stats st;
+  rv_consumer_stats_get(k->c, &st);
+  if (st.handler_threads_alive > k->max_threads)
+    k->max_threads = st.handler_threads_alive;
+  if (st.held_slots > k->max_held)
+    k->max_held = st.held_slots;
+  return st.timeouts_notified >= CHURN_TIMEOUTS;
+}
+
+static bool churn_answers_settled(void *arg) {
+  churn *k = arg;
+  rv_consumer_stats st;
+  rv_consumer_stats_get(k->c, &st);
+  if (st.handler_threads_alive > k->max_threads)
+    k->max_threads = st.handler_threads_alive;
+  /* every REQ sent so far has had its (error) answer */
+  return st.requeued > 0 && st.late_reqs == st.requeued;
+}
+
+/*
+ * The incident's pile-up.  Every handler blocks until its context is
+ * cancelled and then answers REQ, so every delivery times out at the
+ * server, which says so (type 3) and redelivers the same id to this very
+ * consumer, back to back.  The cancelled handler's REQ is late: it must not
+ * requeue the redelivery from under the new handler (which would then never
+ * hear of its own timeout, never be cancelled, and keep its thread while the
+ * server hands its slot to more work).  With attempt-qualified answers every
+ * REQ here is refused (E_REQ_FAILED), the server counts no requeue, every
+ * notified timeout cancels a handler, and the handler threads stay within
+ * RDY plus the few that are between cancellation and exit.
+ */
+static void late_answers_never_act_on_redelivery(bool hold_slots) {
+  server s = {0};
+  server_start(&s);
+  rv_producer *p = producer(&s);
+  rec r;
+  rec_init(&r);
+  rv_consumer_opts o = {.topic = "churn",
+                        .max_in_flight = CHURN_MAX_IN_FLIGHT,
+                        .msg_timeout_ms = RV_NSQ_MIN_MSG_TIMEOUT_MS,
+                        .cancel_on_server_timeout = true,
+                        .hold_slots = hold_slots,
+                        .stop_timeout_ms = 200};
+  /* Published first, so that the first two deliveries (and their timeouts)
+   * come together: with held slots, a late answer can then only meet a
+   * redelivery of its id when the other message's answer freed the slot
+   * first, which this makes likely. */
+  const void *bodies[3] = {"x", "y", "z"};
+  const size_t lens[3] = {1, 1, 1};
+  assert_int_equal(rv_producer_mpub(NULL, p, "churn", bodies, lens, 3), RV_OK);
+  rv_consumer *c = consumer(&s, &o, h_req_when_cancelled, &r);
+  rv_consumer_stats cs;
+  rv_consumer_stats_get(c, &cs);
+  assert_true(cs.timeout_notify_granted);
+  assert_int_equal(cs.hold_slots_granted, hold_slots);
+  churn k = {.c = c};
+  assert_true(rvt_await(churn_timeouts, &k));
+  /* Each REQ comes from a handler whose delivery had timed out: all late,
+   * so the server never requeued anything on this client's word. */
+  srv_client sc;
+  assert_true(server_client_stats(&s, "churn", "workers", &sc));
+  assert_int_equal(sc.requeue_count, 0);
+  assert_true(sc.timeout_count >= CHURN_TIMEOUTS);
+  assert_true(rvt_await(churn_answers_settled, &k));
+  rv_consumer_stats_get(c, &cs);
+  assert_true(server_client_stats(&s, "churn", "workers", &sc));
+  assert_true(cs.requeued >= CHURN_TIMEOUTS / 2);
+  assert_int_equal(sc.requeue_count, (int64_t)(cs.requeued - cs.late_reqs));
+  assert_int_equal(sc.requeue_count, 0);
+  assert_true(sc.late_fin_count >= (int64_t)cs.late_reqs);
+  assert_int_equal(cs.late_fins, 0);
+  assert_int_equal(cs.finished, 0);
+  /* Every notified timeout cancelled the handler of the delivery that timed
+   * out: none left running uncancelled. */
+  assert_int_equal(cs.handlers_cancelled, cs.timeouts_notified);
+  assert_true(cs.timeouts_notified >= CHURN_TIMEOUTS);
+  assert_true(k.max_threads <= CHURN_MAX_IN_FLIGHT + 2);
+  assert_true(cs.handler_threads_alive <= CHURN_MAX_IN_FLIGHT + 2);
+  if (!hold_slots)
+    assert_int_equal(k.max_held, 0);
+  assert_true(cs.held_slots <= cs.handler_threads_alive);
+  rv_consumer_free(c);
+  rv_producer_close(p);
+  rec_free(&r);
+  server_stop(&s);
+  server_cleanup(&s);
+}
+
+static void test_late_answers_never_act_on_redelivery(void **state) {
+  late_answers_never_act_on_redelivery(false);
+}
+
+static void test_late_answers_never_act_on_redelivery_held(void **state) {
+  late_answers_never_act_on_redelivery(true);
+}
+
+static bool held_slots_is_1(void *arg) {
+  rv_consumer_stats st;
+  rv_consumer_stats_get(arg, &st);
+  return st.timeouts_notified == 1 && st.held_slots == 1;
+}
+
+/* rv_consumer_stats.held_slots: a handler still running after the server
+ * said its message timed out, on a connection that granted hold_slots. */
+static void test_held_slots_stat(void **state) {
+  server s = {0};
+  server_start(&s);
+  rv_producer *p = producer(&s);
+  rec r;
+  rec_init(&r);
+  rv_consumer_opts o = {.max_in_flight = 1, .msg_timeout_ms = 1000, .hold_slots = true,
+                        .cancel_on_server_timeout = true, .heartbeat_interval_ms = 1000};
+  rv_consumer *c = consumer(&s, &o, h_block_on_release, &r); /* ignores its ctx */
+  pub(p, "jobs", "held");
+  assert_true(rvt_await(held_slots_is_1, c));
+  srv_client sc;
+  assert_true(server_client_stats(&s, "jobs", "workers", &sc));
+  assert_int_equal(sc.held_count, 1);
+  /* the handler answers FIN <id> 1: late, refused, and the slot comes back */
+  rv_ctx_cancel(r.release, "test releases the handler");
+  want w = {c, &r, 2};
+  assert_true(rvt_await(settled, &w));
+  assert_int_equal(r.got[1].attempts, 2);
+  rv_consumer_stats cs;
+  rv_consumer_stats_get(c, &cs);
+  assert_int_equal(cs.held_slots, 0);
+  assert_int_equal(cs.late_fins, 1);
+  assert_int_equal(cs.finished, 2);
+  assert_true(server_client_stats(&s, "jobs", "workers", &sc));
+  assert_int_equal(sc.held_count, 0);
+  assert_int_equal(sc.finish_count, 1);
+  rv_consumer_free(c);
+  rv_producer_close(p);
+  rec_free(&r);
+  server_stop(&s);
+  server_cleanup(&s);
+}
+
 typedef struct regq {
   int want;
   char ids[8][RV_NSQ_MSG_ID_SIZE_BYTES + 1];
@@ -1032,6 +1224,9 @@ int main(void) {
       cmocka_unit_test(test_extensions_refused),
       cmocka_unit_test(test_auto_touch),
       cmocka_unit_test(test_hold_slots),
+      cmocka_unit_test(test_late_answers_never_act_on_redelivery),
+      cmocka_unit_test(test_late_answers_never_act_on_redelivery_held),
+      cmocka_unit_test(test_held_slots_stat),
       cmocka_unit_test(test_handler_threads_in_registry),
       cmocka_unit_test(test_pool_mode),
       cmocka_unit_test(test_stop_cancels_stuck_handlers),

@@ -111,11 +111,13 @@ static void tr_cmd(trace *t, const rv_nsq_cmd *c) {
     case RV_NSQ_CMD_TOUCH:
       tr_cat(t, " ");
       tr_bytes(t, c->id, 16);
+      if (c->attempt) tr_cat(t, " attempt=%u", (unsigned)c->attempt);
       break;
     case RV_NSQ_CMD_REQ:
       tr_cat(t, " ");
       tr_bytes(t, c->id, 16);
       tr_cat(t, " %lld%s", (long long)c->delay_ms, c->delay_clamped ? " clamped" : "");
+      if (c->attempt) tr_cat(t, " attempt=%u", (unsigned)c->attempt);
       break;
     default:
       break;
@@ -422,6 +424,60 @@ static void test_line_errors(void **state) {
       {RV_NSQ_STATE_SUBSCRIBED, "REQ abc 10\n", "ERR E_INVALID invalid message ID"},
       {RV_NSQ_STATE_SUBSCRIBED, "TOUCH \n", "ERR E_INVALID invalid message ID"},
       {RV_NSQ_STATE_SUBSCRIBED, "FIN ZZZZZZZZZZZZZZZZ\n", "FIN ZZZZZZZZZZZZZZZZ"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const char *got = drive_line(cases[i].line, cases[i].state);
+    if (strcmp(got, cases[i].trace) != 0)
+      fail_msg("case %zu %s: got [%s] want [%s]", i, cases[i].line, got, cases[i].trace);
+  }
+}
+
+/* ravel's attempt argument: "FIN <id> <attempts>", "REQ <id> <ms> <attempts>",
+ * "TOUCH <id> <attempts>"; absent means nsqd's command, unchanged. */
+static void test_attempt_argument(void **state) {
+  (void)state;
+  static const line_case cases[] = {
+      /* absent: exactly nsqd's commands (attempt 0, not traced) */
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 "\n", "FIN " ID16},
+      {RV_NSQ_STATE_SUBSCRIBED, "REQ " ID16 " 10\n", "REQ " ID16 " 10"},
+      {RV_NSQ_STATE_SUBSCRIBED, "TOUCH " ID16 "\n", "TOUCH " ID16},
+      /* a trailing space: an empty parameter nsqd accepts, still absent */
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " \n", "FIN " ID16},
+      {RV_NSQ_STATE_SUBSCRIBED, "REQ " ID16 " 10 \n", "REQ " ID16 " 10"},
+      /* given */
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " 1\n", "FIN " ID16 " attempt=1"},
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " 2\r\n", "FIN " ID16 " attempt=2"},
+      {RV_NSQ_STATE_SUBSCRIBED, "REQ " ID16 " 10 3\n", "REQ " ID16 " 10 attempt=3"},
+      {RV_NSQ_STATE_SUBSCRIBED, "REQ " ID16 " 3600001 7\n",
+       "REQ " ID16 " 3600000 clamped attempt=7"},
+      {RV_NSQ_STATE_SUBSCRIBED, "TOUCH " ID16 " 65535\n", "TOUCH " ID16 " attempt=65535"},
+      /* TOUCH after CLS is still parsed (nsqd allows it) */
+      {RV_NSQ_STATE_CLOSING, "TOUCH " ID16 " 4\n", "TOUCH " ID16 " attempt=4"},
+      /* parameters past the attempt are ignored, as nsqd ignores extras */
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " 5 x\n", "FIN " ID16 " attempt=5"},
+      /* malformed: fatal E_INVALID */
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " 0\n",
+       "ERR E_INVALID FIN invalid attempt \"0\" (must be 1-65535)"},
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " 65536\n",
+       "ERR E_INVALID FIN invalid attempt \"65536\" (must be 1-65535)"},
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " 100000\n",
+       "ERR E_INVALID FIN invalid attempt \"100000\" (must be 1-65535)"},
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " 01\n",
+       "ERR E_INVALID FIN invalid attempt \"01\" (must be 1-65535)"},
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " -1\n",
+       "ERR E_INVALID FIN invalid attempt \"-1\" (must be 1-65535)"},
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN " ID16 " +1\n",
+       "ERR E_INVALID FIN invalid attempt \"+1\" (must be 1-65535)"},
+      {RV_NSQ_STATE_SUBSCRIBED, "REQ " ID16 " 10 x\n",
+       "ERR E_INVALID REQ invalid attempt \"x\" (must be 1-65535)"},
+      {RV_NSQ_STATE_SUBSCRIBED, "REQ " ID16 " 10 1x\n",
+       "ERR E_INVALID REQ invalid attempt \"1x\" (must be 1-65535)"},
+      {RV_NSQ_STATE_SUBSCRIBED, "TOUCH " ID16 " 99999999999999999999\n",
+       "ERR E_INVALID TOUCH invalid attempt \"99999999999999999999\" (must be 1-65535)"},
+      {RV_NSQ_STATE_SUBSCRIBED, "TOUCH " ID16 " \x01\n",
+       "ERR E_INVALID TOUCH invalid attempt \"\\x01\" (must be 1-65535)"},
+      /* the id is checked first, as before */
+      {RV_NSQ_STATE_SUBSCRIBED, "FIN abc 1\n", "ERR E_INVALID invalid message ID"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *got = drive_line(cases[i].line, cases[i].state);
@@ -1058,7 +1114,37 @@ static void test_client_commands_bytes(void **state) {
   assert_int_equal(rv_nsq_enc_rdy(&b, -1), RV_EINVAL);
   assert_int_equal(rv_nsq_enc_req(&b, (const uint8_t *)ID16, -1), RV_EINVAL);
   assert_int_equal(rv_nsq_enc_fin(&b, (const uint8_t *)"0123456789abcde\n"), RV_EINVAL);
+  assert_int_equal(rv_nsq_enc_req_attempt(&b, (const uint8_t *)ID16, -1, 2), RV_EINVAL);
+  assert_int_equal(rv_nsq_enc_touch_attempt(&b, (const uint8_t *)"0123456789abcd f", 2),
+                   RV_EINVAL);
   assert_int_equal(b.len, before);
+  rv_nsq_buf_free(&b);
+}
+
+/* The attempt-qualified encoders: exact bytes, attempt 0 is nsqd's command,
+ * and what they write decodes back to the same id, delay and attempt. */
+static void test_client_attempt_commands(void **state) {
+  (void)state;
+  rv_nsq_buf b;
+  rv_nsq_buf_init(&b, 0);
+  const uint8_t *id = (const uint8_t *)ID16;
+  assert_int_equal(rv_nsq_enc_fin_attempt(&b, id, 2), 0);
+  assert_int_equal(rv_nsq_enc_req_attempt(&b, id, 250, 3), 0);
+  assert_int_equal(rv_nsq_enc_touch_attempt(&b, id, 65535), 0);
+  assert_int_equal(rv_nsq_enc_fin_attempt(&b, id, 0), 0);
+  assert_int_equal(rv_nsq_enc_req_attempt(&b, id, 0, 0), 0);
+  assert_int_equal(rv_nsq_enc_touch_attempt(&b, id, 0), 0);
+  static const char want[] = "FIN " ID16 " 2\nREQ " ID16 " 250 3\nTOUCH " ID16 " 65535\n"
+                             "FIN " ID16 "\nREQ " ID16 " 0\nTOUCH " ID16 "\n";
+  assert_int_equal(b.len, sizeof(want) - 1);
+  assert_memory_equal(b.data, want, b.len);
+
+  sb s = {.len = 0};
+  sb_str(&s, RV_NSQ_MAGIC_V2);
+  sb_bytes(&s, b.data, b.len);
+  assert_string_equal(drive(&s, RV_NSQ_STATE_SUBSCRIBED),
+                      "FIN " ID16 " attempt=2|REQ " ID16 " 250 attempt=3|TOUCH " ID16
+                      " attempt=65535|FIN " ID16 "|REQ " ID16 " 0|TOUCH " ID16);
   rv_nsq_buf_free(&b);
 }
 
@@ -1262,6 +1348,7 @@ int main(void) {
       cmocka_unit_test(test_pipelined_sub_rdy),
       cmocka_unit_test(test_zero_copy_and_gather),
       cmocka_unit_test(test_line_errors),
+      cmocka_unit_test(test_attempt_argument),
       cmocka_unit_test(test_heartbeats_disabled_sub),
       cmocka_unit_test(test_go_quoting),
       cmocka_unit_test(test_line_too_long),
@@ -1279,6 +1366,7 @@ int main(void) {
       cmocka_unit_test(test_server_frames),
       cmocka_unit_test(test_buf_limit),
       cmocka_unit_test(test_client_commands_bytes),
+      cmocka_unit_test(test_client_attempt_commands),
       cmocka_unit_test(test_client_roundtrip),
       cmocka_unit_test(test_frame_decoder),
       cmocka_unit_test(test_ids_and_names),

@@ -191,6 +191,76 @@ static void test_held_slots(void **state) {
   server_cleanup(&s);
 }
 
+/*
+ * The incident's sequence on the wire: TIMEOUT X, then MSG X attempt 2 back
+ * to back; the first handler's late answer names its attempt and is refused
+ * (non-fatal), the redelivery stays in flight and its own FIN works.  A
+ * malformed attempt is a fatal E_INVALID.
+ */
+static void test_attempt_qualified_answers(void **state) {
+  server s = {0};
+  server_start(&s);
+  nsqc p, c;
+  assert_int_equal(nsqc_open(&p, s.port, NULL), RV_OK);
+  assert_int_equal(nsqc_open(&c, s.port,
+                             "{\"feature_negotiation\":true,\"msg_timeout\":1000,"
+                             "\"timeout_notify\":true}"),
+                   RV_OK);
+  assert_true(nsqc_sub(&c, "att", "workers", 1));
+  assert_true(nsqc_pub(&p, "att", "x"));
+  nsqf f1, n, f2, e;
+  expect_message(&c, &f1, "x", 1);
+  assert_int_equal(nsqc_next(&c, &n, RVT_BOUND_NS), RV_OK);
+  assert_int_equal(n.type, RV_NSQ_FRAME_TIMEOUT);
+  expect_message(&c, &f2, "x", 2);
+  assert_memory_equal(f2.id, f1.id, 16);
+  char want[256];
+  /* the late REQ and TOUCH of attempt 1: refused, the connection goes on */
+  rv_nsq_enc_req_attempt(&c.out, f1.id, 0, 1);
+  assert_int_equal(nsqc_send(&c), RV_OK);
+  assert_int_equal(nsqc_next(&c, &e, RVT_BOUND_NS), RV_OK);
+  assert_int_equal(e.type, RV_NSQ_FRAME_ERROR);
+  snprintf(want, sizeof want,
+           "E_REQ_FAILED REQ %.16s failed attempt 1 is not in flight (attempt 2 is)",
+           (const char *)f1.id);
+  assert_string_equal(e.text, want);
+  rv_nsq_enc_touch_attempt(&c.out, f1.id, 1);
+  assert_int_equal(nsqc_send(&c), RV_OK);
+  assert_int_equal(nsqc_next(&c, &e, RVT_BOUND_NS), RV_OK);
+  snprintf(want, sizeof want,
+           "E_TOUCH_FAILED TOUCH %.16s failed attempt 1 is not in flight (attempt 2 is)",
+           (const char *)f1.id);
+  assert_string_equal(e.text, want);
+  /* attempt 2 is still in flight here (RDY 1 is taken): nothing else comes */
+  assert_true(nsqc_pub(&p, "att", "y"));
+  nsqf none;
+  assert_int_equal(nsqc_read(&c, &none, 300 * RV_NS_PER_MS), RV_ETIMEDOUT);
+  /* its own FIN finishes it: the slot frees and "y" comes */
+  rv_nsq_enc_fin_attempt(&c.out, f2.id, 2);
+  assert_int_equal(nsqc_send(&c), RV_OK);
+  nsqf y;
+  expect_message(&c, &y, "y", 1);
+  /* the FIN of a finished message: nsqd's error, as before */
+  rv_nsq_enc_fin_attempt(&c.out, f2.id, 2);
+  assert_int_equal(nsqc_send(&c), RV_OK);
+  assert_int_equal(nsqc_next(&c, &e, RVT_BOUND_NS), RV_OK);
+  snprintf(want, sizeof want, "E_FIN_FAILED FIN %.16s failed ID not in flight",
+           (const char *)f2.id);
+  assert_string_equal(e.text, want);
+  /* a malformed attempt: fatal */
+  char bad[64];
+  snprintf(bad, sizeof bad, "FIN %.16s 0\n", (const char *)y.id);
+  assert_int_equal(rv_conn_write_all(c.c, bad, strlen(bad), NULL), RV_OK);
+  assert_int_equal(nsqc_next(&c, &e, RVT_BOUND_NS), RV_OK);
+  assert_int_equal(e.type, RV_NSQ_FRAME_ERROR);
+  assert_string_equal(e.text, "E_INVALID FIN invalid attempt \"0\" (must be 1-65535)");
+  assert_int_equal(nsqc_read(&c, &e, RVT_BOUND_NS), RV_ECLOSED);
+  nsqc_close(&p);
+  nsqc_close(&c);
+  server_stop(&s);
+  server_cleanup(&s);
+}
+
 static void test_disconnect_requeues_at_once(void **state) {
   server s = {0};
   server_start(&s);
@@ -341,6 +411,7 @@ int main(void) {
       cmocka_unit_test(test_publish_consume_channels),
       cmocka_unit_test(test_timeout_redelivery_and_notification),
       cmocka_unit_test(test_held_slots),
+      cmocka_unit_test(test_attempt_qualified_answers),
       cmocka_unit_test(test_disconnect_requeues_at_once),
       cmocka_unit_test(test_deferred_and_req),
       cmocka_unit_test(test_protocol_errors),

@@ -137,18 +137,29 @@ static void rdy(fx *f, uint64_t c, int64_t n) {
   check_ok(f);
 }
 
-static int fin(fx *f, uint64_t c, uint64_t guid, rv_queue_ack *ack) {
+/* FIN / REQ of one delivery (attempt > 0, ravel's extension) or of whatever
+ * delivery of guid is in flight (attempt 0, nsqd's commands). */
+static int fin_at(fx *f, uint64_t c, uint64_t guid, uint16_t attempt, rv_queue_ack *ack) {
   rv_queue_events_clear(&f->ev);
-  int rc = rv_queue_fin(f->q, f->now, c, guid, ack, &f->ev);
+  int rc = rv_queue_fin(f->q, f->now, c, guid, attempt, ack, &f->ev);
   check_ok(f);
   return rc;
 }
 
-static int req(fx *f, uint64_t c, uint64_t guid, int64_t delay_ns, rv_queue_ack *ack) {
+static int req_at(fx *f, uint64_t c, uint64_t guid, uint16_t attempt, int64_t delay_ns,
+                  rv_queue_ack *ack) {
   rv_queue_events_clear(&f->ev);
-  int rc = rv_queue_req(f->q, f->now, c, guid, delay_ns, ack, &f->ev);
+  int rc = rv_queue_req(f->q, f->now, c, guid, attempt, delay_ns, ack, &f->ev);
   check_ok(f);
   return rc;
+}
+
+static int fin(fx *f, uint64_t c, uint64_t guid, rv_queue_ack *ack) {
+  return fin_at(f, c, guid, 0, ack);
+}
+
+static int req(fx *f, uint64_t c, uint64_t guid, int64_t delay_ns, rv_queue_ack *ack) {
+  return req_at(f, c, guid, 0, delay_ns, ack);
 }
 
 static void tick(fx *f, int64_t now) {
@@ -322,7 +333,7 @@ static void test_fin_req_touch_errors(void **state) {
   assert_string_equal(rv_queue_errmsg(f.q), want);
   assert_false(ack.held_released);
   assert_int_equal(req(&f, b, ga, 0, NULL), RV_QUEUE_ENOT_OWNER);
-  assert_int_equal(rv_queue_touch(f.q, f.now, b, ga, NULL), RV_QUEUE_ENOT_OWNER);
+  assert_int_equal(rv_queue_touch(f.q, f.now, b, ga, 0, NULL), RV_QUEUE_ENOT_OWNER);
   snprintf(want, sizeof want, "TOUCH %s failed client does not own message", id);
   assert_string_equal(rv_queue_errmsg(f.q), want);
   /* FIN, then FIN again: not in flight */
@@ -385,14 +396,14 @@ static void test_touch_resets_and_caps(void **state) {
   int64_t t_deliver = f.now;
   assert_int_equal(rv_queue_next_deadline(f.q), t_deliver + 60 * S);
   f.now += 50 * S;
-  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, NULL), RV_QUEUE_OK);
+  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, 0, NULL), RV_QUEUE_OK);
   assert_int_equal(rv_queue_next_deadline(f.q), f.now + 60 * S);
   tick(&f, t_deliver + 60 * S); /* the old deadline passes: nothing */
   assert_int_equal(count_ev(&f, RV_QUEUE_EV_DELIVER, 0), 0);
   assert_int_equal(kstats(&f, c).timeout_count, 0);
   /* TOUCH near the cap: deliveryTS + 15 min */
   f.now = t_deliver + 14 * 60 * S + 30 * S;
-  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, NULL), RV_QUEUE_OK);
+  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, 0, NULL), RV_QUEUE_OK);
   assert_int_equal(rv_queue_next_deadline(f.q), t_deliver + 15 * 60 * S);
   fx_close(&f);
 }
@@ -596,7 +607,7 @@ static void test_held_slots_rules(void **state) {
   pub(&f, "t");
   assert_int_equal(ndeliv(&f, c), 0); /* 1 in flight + 1 held = RDY 2 */
   /* rule 4: TOUCH keeps the hold (and acts on the live delivery) */
-  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, NULL), RV_QUEUE_OK);
+  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, 0, NULL), RV_QUEUE_OK);
   assert_int_equal(kstats(&f, c).held_count, 1);
   /* rule 3: a FIN while the id is in flight at c acts on it; the hold stays */
   rv_queue_ack ack;
@@ -629,6 +640,128 @@ static void test_held_slots_rules(void **state) {
   fx_close(&f);
 }
 
+static void assert_errmsg(fx *f, const char *verb, uint64_t guid, const char *rest) {
+  uint8_t id[RV_NSQ_MSG_ID_SIZE_BYTES];
+  rv_nsq_id_format(guid, id);
+  char want[RV_QUEUE_ERRMSG_MAX];
+  snprintf(want, sizeof want, "%s %.16s failed %s", verb, (const char *)id, rest);
+  assert_string_equal(rv_queue_errmsg(f->q), want);
+}
+
+/*
+ * The incident's late answer: X times out at C and is redelivered to C
+ * (attempt 2) while the first handler is still running.  Answers qualified
+ * by their attempt act only on their own delivery: the late one fails and
+ * releases C's hold (if C asked for holds); the current one succeeds.
+ */
+static void attempt_qualified_answers(bool hold) {
+  fx f;
+  fx_open(&f, NULL);
+  uint64_t c = sub_opts(&f, "t", "c", 2, hold, true, 1 * S);
+  uint64_t seq = pub(&f, "t");
+  assert_int_equal(ndeliv(&f, c), 1);
+  uint64_t g = deliv(&f, c, 0)->guid;
+  assert_int_equal(deliv(&f, c, 0)->attempts, 1);
+  tick(&f, f.now + 1 * S);
+  assert_int_equal(count_ev(&f, RV_QUEUE_EV_TIMEOUT, c), 1);
+  assert_int_equal(ndeliv(&f, c), 1);
+  assert_int_equal(deliv(&f, c, 0)->guid, g);
+  assert_int_equal(deliv(&f, c, 0)->attempts, 2);
+  assert_int_equal(kstats(&f, c).held_count, hold ? 1 : 0);
+
+  /* the late FIN of attempt 1: refused, attempt 2 untouched, hold released */
+  rv_queue_ack ack;
+  assert_int_equal(fin_at(&f, c, g, 1, &ack), RV_QUEUE_ESTALE_ATTEMPT);
+  assert_errmsg(&f, "FIN", g, "attempt 1 is not in flight (attempt 2 is)");
+  assert_int_equal(ack.held_released, hold);
+  rv_queue_consumer_stats ks = kstats(&f, c);
+  assert_int_equal(ks.in_flight_count, 1);
+  assert_int_equal(ks.finish_count, 0);
+  assert_int_equal(ks.held_count, 0);
+  assert_int_equal(rv_queue_consumer_held(f.q, c, seq), 0);
+  /* a late REQ or TOUCH likewise (no hold left to release) */
+  assert_int_equal(req_at(&f, c, g, 1, 0, &ack), RV_QUEUE_ESTALE_ATTEMPT);
+  assert_errmsg(&f, "REQ", g, "attempt 1 is not in flight (attempt 2 is)");
+  assert_false(ack.held_released);
+  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, 1, &ack), RV_QUEUE_ESTALE_ATTEMPT);
+  assert_errmsg(&f, "TOUCH", g, "attempt 1 is not in flight (attempt 2 is)");
+  /* an attempt that never was is no better */
+  assert_int_equal(req_at(&f, c, g, 3, 5 * S, &ack), RV_QUEUE_ESTALE_ATTEMPT);
+  assert_errmsg(&f, "REQ", g, "attempt 3 is not in flight (attempt 2 is)");
+  ks = kstats(&f, c);
+  assert_int_equal(ks.requeue_count, 0);
+  assert_int_equal(ks.in_flight_count, 1);
+  assert_int_equal(cstats(&f, chan_of(&f, "t", "c")).deferred_count, 0);
+  /* attempt 2's own answers act on it */
+  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, 2, &ack), RV_QUEUE_OK);
+  assert_int_equal(fin_at(&f, c, g, 2, &ack), RV_QUEUE_OK);
+  ks = kstats(&f, c);
+  assert_int_equal(ks.finish_count, 1);
+  assert_int_equal(ks.in_flight_count, 0);
+  assert_int_equal(fin_at(&f, c, g, 2, &ack), RV_QUEUE_ENOT_IN_FLIGHT);
+  assert_errmsg(&f, "FIN", g, "ID not in flight");
+
+  /* the other order: the current answer first keeps the hold, the late one
+   * (now for an id not in flight) releases it with nsqd's error */
+  pub(&f, "t");
+  uint64_t g2 = deliv(&f, c, 0)->guid;
+  tick(&f, f.now + 1 * S);
+  assert_int_equal(deliv(&f, c, 0)->attempts, 2);
+  assert_int_equal(req_at(&f, c, g2, 2, 0, &ack), RV_QUEUE_OK);
+  assert_false(ack.held_released);
+  assert_int_equal(kstats(&f, c).requeue_count, 1);
+  assert_int_equal(kstats(&f, c).held_count, hold ? 1 : 0);
+  /* REQ 0 put it back at once: RDY 2 minus the hold leaves room for it */
+  assert_int_equal(ndeliv(&f, c), 1);
+  assert_int_equal(deliv(&f, c, 0)->attempts, 3);
+  assert_int_equal(fin_at(&f, c, g2, 1, &ack), RV_QUEUE_ESTALE_ATTEMPT);
+  assert_errmsg(&f, "FIN", g2, "attempt 1 is not in flight (attempt 3 is)");
+  assert_int_equal(ack.held_released, hold);
+  assert_int_equal(kstats(&f, c).held_count, 0);
+  assert_int_equal(kstats(&f, c).in_flight_count, 1);
+
+  /* in flight at another consumer: nsqd's ENOT_OWNER, whatever the attempt */
+  uint64_t d = sub_opts(&f, "t", "c", 1, false, false, 60 * S);
+  tick(&f, f.now + 1 * S); /* g2 attempt 3 times out at c, goes to d (or c) */
+  uint64_t owner = ndeliv(&f, d) ? d : c;
+  uint64_t stranger = owner == d ? c : d;
+  uint16_t att = deliv(&f, owner, 0)->attempts;
+  assert_int_equal(att, 4);
+  assert_int_equal(fin_at(&f, stranger, g2, att, &ack), RV_QUEUE_ENOT_OWNER);
+  assert_errmsg(&f, "FIN", g2, "client does not own message");
+  assert_int_equal(fin_at(&f, owner, g2, att, &ack), RV_QUEUE_OK);
+  fx_close(&f);
+}
+
+static void test_attempt_qualified_answers_timeout_notify(void **state) {
+  (void)state;
+  attempt_qualified_answers(false);
+}
+
+static void test_attempt_qualified_answers_hold_slots(void **state) {
+  (void)state;
+  attempt_qualified_answers(true);
+}
+
+/* Without the attempt (nsqd's commands) nothing changed: a late FIN acts on
+ * the redelivery of the same id, and on a hold rule 3 keeps the hold. */
+static void test_unqualified_answers_keep_nsq_behaviour(void **state) {
+  (void)state;
+  fx f;
+  fx_open(&f, NULL);
+  uint64_t c = sub_opts(&f, "t", "c", 2, true, true, 1 * S);
+  pub(&f, "t");
+  uint64_t g = deliv(&f, c, 0)->guid;
+  tick(&f, f.now + 1 * S);
+  assert_int_equal(deliv(&f, c, 0)->attempts, 2);
+  rv_queue_ack ack;
+  assert_int_equal(req_at(&f, c, g, 0, 0, &ack), RV_QUEUE_OK); /* acts on attempt 2 */
+  assert_false(ack.held_released);
+  assert_int_equal(kstats(&f, c).requeue_count, 1);
+  assert_int_equal(kstats(&f, c).held_count, 1);
+  fx_close(&f);
+}
+
 static void test_held_slots_released_on_disconnect_and_freed_slot_used(void **state) {
   (void)state;
   fx f;
@@ -642,7 +775,7 @@ static void test_held_slots_released_on_disconnect_and_freed_slot_used(void **st
   assert_int_equal(count_ev(&f, RV_QUEUE_EV_TIMEOUT, 0), 0); /* not asked */
   assert_int_equal(ndeliv(&f, d), 1);                        /* d gets seq 1 */
   assert_int_equal(kstats(&f, c).held_count, 1);
-  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, NULL), RV_QUEUE_ENOT_OWNER);
+  assert_int_equal(rv_queue_touch(f.q, f.now, c, g, 0, NULL), RV_QUEUE_ENOT_OWNER);
   assert_int_equal(kstats(&f, c).held_count, 1);
   pub(&f, "t");
   assert_int_equal(ndeliv(&f, c), 0);
@@ -1156,7 +1289,7 @@ static void test_many_in_flight_random_fin(void **state) {
   static bool done[N + 1];
   for (size_t i = 0; i < N; i++) {
     rv_queue_events_clear(&f.ev);
-    assert_int_equal(rv_queue_fin(f.q, f.now, c, guids[i], NULL, &f.ev), RV_QUEUE_OK);
+    assert_int_equal(rv_queue_fin(f.q, f.now, c, guids[i], 0, NULL, &f.ev), RV_QUEUE_OK);
     done[guids[i] & RV_QUEUE_SEQ_MAX] = true;
     while (lowest <= N && done[lowest])
       lowest++;
@@ -1534,18 +1667,18 @@ static void model_step(model *m) {
       int kind = (int)rng_below(s, 10);
       int rc;
       if (kind < 6) {
-        rc = rv_queue_fin(f->q, f->now, m->cons[i], guid, &ack, &f->ev);
+        rc = rv_queue_fin(f->q, f->now, m->cons[i], guid, 0, &ack, &f->ev);
         if (rc == 0) {
           m->finned[ci][seq] = true;
           m->owner[ci][seq] = 0;
         }
       } else if (kind < 9) {
         int64_t delay = rng_below(s, 2) ? 0 : (int64_t)(1 + rng_below(s, 2000)) * MS;
-        rc = rv_queue_req(f->q, f->now, m->cons[i], guid, delay, &ack, &f->ev);
+        rc = rv_queue_req(f->q, f->now, m->cons[i], guid, 0, delay, &ack, &f->ev);
         if (rc == 0)
           m->owner[ci][seq] = 0;
       } else {
-        rc = rv_queue_touch(f->q, f->now, m->cons[i], guid, &ack);
+        rc = rv_queue_touch(f->q, f->now, m->cons[i], guid, 0, &ack);
       }
       /* success exactly when the model says it is in flight here */
       if (mine)
@@ -1596,7 +1729,7 @@ static void model_step(model *m) {
       uint64_t guid = model_pick_guid(m, i, &seq);
       if (m->owner[m->cons_ch[i]][seq] != m->cons[i]) {
         rv_queue_ack ack;
-        int rc = rv_queue_fin(f->q, f->now, m->cons[i], guid, &ack, &f->ev);
+        int rc = rv_queue_fin(f->q, f->now, m->cons[i], guid, 0, &ack, &f->ev);
         assert_true(rc == RV_QUEUE_ENOT_IN_FLIGHT || rc == RV_QUEUE_ENOT_OWNER);
       }
     }
@@ -1656,6 +1789,9 @@ int main(void) {
       cmocka_unit_test(test_dpub_before_any_channel_keeps_its_due_time),
       cmocka_unit_test(test_held_slots_stop_in_flight_creep),
       cmocka_unit_test(test_held_slots_rules),
+      cmocka_unit_test(test_attempt_qualified_answers_timeout_notify),
+      cmocka_unit_test(test_attempt_qualified_answers_hold_slots),
+      cmocka_unit_test(test_unqualified_answers_keep_nsq_behaviour),
       cmocka_unit_test(test_held_slots_released_on_disconnect_and_freed_slot_used),
       cmocka_unit_test(test_held_slots_bounded),
       cmocka_unit_test(test_ephemeral_channel_and_topic),
