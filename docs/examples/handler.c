@@ -67,7 +67,8 @@ static int handle(rv_ctx *ctx, const rv_message *m, void *arg) {
   for (const char *item = strtok_r(NULL, " ", &save); item; item = strtok_r(NULL, " ", &save)) {
     void *obj;
     uint64_t token;
-    rv_config_cache_obtain(a->cache, &obj, &token);
+    if (rv_config_cache_obtain_ctx(a->cache, ctx, &obj, &token) != RV_OK)
+      break; /* the message timed out: give up (the lock is released below) */
     upstream *u = obj;
     (void)u; /* a real service would call u->url for this item here */
     rv_config_cache_release(a->cache, token); /* at the end of each iteration: the fix */

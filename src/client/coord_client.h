@@ -239,8 +239,19 @@ typedef struct rv_config_cache_stats {
 /* Read the values, build the first object, start the watch. */
 int rv_config_cache_open(rv_ctx *ctx, rv_coord_client *c, const rv_config_cache_opts *o,
                          rv_config_cache **out);
-/* Read-lock and return the current object; pair with rv_config_cache_release. */
-void rv_config_cache_obtain(rv_config_cache *cc, void **obj, uint64_t *release_token);
+/*
+ * Read-lock and return the current object; pair with rv_config_cache_release.
+ * The read lock is recorded at the caller's line (dumps and recursive-read
+ * reports name the handler's code, not this library's).  The _ctx form gives
+ * up when ctx ends (RV_ECANCELED / RV_EDEADLINE; nothing is held then): the
+ * wait for the lock honours the handler's context, as every blocking call does.
+ */
+#define rv_config_cache_obtain(cc, obj, release_token)                                           \
+  ((void)rv__config_cache_obtain((cc), NULL, (obj), (release_token), __FILE__, __LINE__))
+#define rv_config_cache_obtain_ctx(cc, ctx, obj, release_token)                                  \
+  rv__config_cache_obtain((cc), (ctx), (obj), (release_token), __FILE__, __LINE__)
+int rv__config_cache_obtain(rv_config_cache *cc, rv_ctx *ctx, void **obj, uint64_t *release_token,
+                            const char *file, int line);
 void rv_config_cache_release(rv_config_cache *cc, uint64_t release_token);
 void rv_config_cache_stats_get(rv_config_cache *cc, rv_config_cache_stats *out);
 /* The revision the cache has applied up to. */

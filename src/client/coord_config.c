@@ -446,10 +446,17 @@ int rv_config_cache_open(rv_ctx *ctx, rv_coord_client *c, const rv_config_cache_
   return RV_OK;
 }
 
-void rv_config_cache_obtain(rv_config_cache *cc, void **obj, uint64_t *release_token) {
-  rv_rwlock_rdlock(&cc->rw);
+int rv__config_cache_obtain(rv_config_cache *cc, rv_ctx *ctx, void **obj, uint64_t *release_token,
+                            const char *file, int line) {
+  int rc = rv__rwlock_rdlock(&cc->rw, ctx, file, line);
+  if (rc != RV_OK) {
+    *obj = NULL;
+    *release_token = 0;
+    return rc;
+  }
   *obj = cc->obj;
   *release_token = cc->gen;
+  return RV_OK;
 }
 
 void rv_config_cache_release(rv_config_cache *cc, uint64_t release_token) {

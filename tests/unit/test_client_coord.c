@@ -674,6 +674,74 @@ static void test_cache_rebuilds_only_on_effective_change(void **state) {
   server_stop(&s);
 }
 
+/* A thread waits to write-lock the lock named `name`. */
+static bool writer_queued(void *arg) {
+  const char *name = arg;
+  rv_snapshot *snap = rv_snapshot_take(rv_registry_current());
+  bool found = false;
+  for (size_t i = 0; snap && i < snap->nthreads; i++)
+    found |= snap->threads[i].wait.kind == RV_WAIT_WRLOCK &&
+             strcmp(snap->threads[i].wait.what, name) == 0;
+  rv_snapshot_free(snap);
+  return found;
+}
+
+/*
+ * The incident in miniature, with the fix "lock waits honour the context": a
+ * handler holds the cache's read lock, the watcher queues for the write lock
+ * (a rebuild), and the handler asks for the read lock again.  Without a
+ * context that is a deadlock; with one, the wait ends with the context, the
+ * handler lets go, and the rebuild goes through.  The recursive read is
+ * reported at this file's lines, not the library's.
+ */
+static void test_cache_obtain_honours_ctx(void **state) {
+  server s;
+  server_start(&s);
+  rv_coord_client *c = open_client(&s, "billing");
+  redisContext *r = raw_client(&s);
+  cmd_int(r, "CFG.SET platform upstream.url https://a");
+  static const char *const keys[] = {"upstream.url", "timeout_ms"}; /* build_obj reads two */
+  rv_config_cache_opts o = {.service = "billing", .keys = keys, .nkeys = 2,
+                            .lock_name = "client-cache-ctx", .build = build_obj,
+                            .destroy = destroy_obj};
+  rv_config_cache *cc;
+  assert_int_equal(rv_config_cache_open(NULL, c, &o, &cc), RV_OK);
+  rv_registry *reg = rv_registry_current();
+  uint64_t reports = rv_registry_recursive_count(reg);
+
+  void *obj, *obj2;
+  uint64_t tok, tok2;
+  assert_int_equal(rv_config_cache_obtain_ctx(cc, NULL, &obj, &tok), RV_OK);
+  long long rb = cmd_int(r, "CFG.SET platform upstream.url https://b");
+  assert_true(rvt_await(writer_queued, (void *)"client-cache-ctx"));
+  rv_ctx *ctx = rv_ctx_with_timeout(NULL, 200 * RV_NS_PER_MS);
+  int first_line = __LINE__ + 1;
+  int rc = rv_config_cache_obtain_ctx(cc, ctx, &obj2, &tok2);
+  assert_int_equal(rc, RV_EDEADLINE);
+  assert_null(obj2);
+  rv_ctx_free(ctx);
+  assert_int_equal(rv_registry_recursive_count(reg), reports + 1);
+  rv_snapshot *snap = rv_snapshot_take(reg);
+  assert_non_null(snap);
+  assert_true(snap->nreports > 0);
+  const rv_recursive_report *rep = &snap->reports[snap->nreports - 1];
+  assert_non_null(strstr(rep->second_file, "test_client_coord.c"));
+  assert_int_equal(rep->second_line, first_line);
+  assert_non_null(strstr(rep->first_file, "test_client_coord.c"));
+  rv_snapshot_free(snap);
+
+  rv_config_cache_release(cc, tok); /* the handler lets go: the rebuild proceeds */
+  cache_wait cw = {cc, (uint64_t)rb};
+  assert_true(rvt_await(cache_at, &cw));
+  assert_int_equal(rv_config_cache_obtain_ctx(cc, NULL, &obj, &tok), RV_OK);
+  assert_string_equal(((built *)obj)->url, "https://b");
+  rv_config_cache_release(cc, tok);
+  rv_config_cache_close(cc);
+  redisFree(r);
+  rv_coord_client_close(c);
+  server_stop(&s);
+}
+
 int main(void) {
   rv_thread_adopt("main", "test");
   const struct CMUnitTest tests[] = {
@@ -690,6 +758,7 @@ int main(void) {
       cmocka_unit_test(test_watch_resyncs_when_history_cannot_answer),
       cmocka_unit_test(test_raw_watch_sees_every_write),
       cmocka_unit_test(test_cache_rebuilds_only_on_effective_change),
+      cmocka_unit_test(test_cache_obtain_honours_ctx),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
