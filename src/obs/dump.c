@@ -130,6 +130,27 @@ static void text_reports(FILE *f, const rv_snapshot *s) {
   fputc('\n', f);
 }
 
+static void text_lockorder(FILE *f, const rv_snapshot *s) {
+  const rv_lockorder_stats *st = &s->lockorder_stats;
+  if (st->reports_total == 0 && st->classes_overflow == 0 && st->edges_overflow == 0)
+    return;
+  fprintf(f, "LOCK ORDER: %llu reported (last %zu shown)\n",
+          (unsigned long long)st->reports_total, s->nlockorder);
+  char text[2048];
+  for (size_t i = 0; i < s->nlockorder; i++) {
+    const rv_lockorder_report *r = &s->lockorder[i];
+    char when[RV_LOG_TS_MAX];
+    rv_log_format_ts(when, r->at_wall_ns);
+    rv_lockorder_report_text(r, text, sizeof text);
+    fprintf(f, "  %s %s%s%s\n", when, text, r->task[0] ? "; task: " : "", r->task);
+  }
+  if (st->classes_overflow || st->edges_overflow)
+    fprintf(f, "  order graph full: %llu lock names and %llu pairs not recorded (limits %d names, %d pairs)\n",
+            (unsigned long long)st->classes_overflow, (unsigned long long)st->edges_overflow,
+            RV_LOCKORDER_CLASSES_MAX, RV_LOCKORDER_EDGES_MAX);
+  fputc('\n', f);
+}
+
 static void text_threads(FILE *f, const rv_snapshot *s, const rv_deadlocks *d) {
   char when[RV_LOG_TS_MAX];
   rv_log_format_ts(when, s->taken_wall_ns);
@@ -137,6 +158,7 @@ static void text_threads(FILE *f, const rv_snapshot *s, const rv_deadlocks *d) {
   for (size_t i = 0; i < s->nthreads; i++)
     text_thread(f, s, &s->threads[i]);
   text_reports(f, s);
+  text_lockorder(f, s);
   text_deadlocks(f, s, d);
   if (!d || d->n == 0)
     fprintf(f, "no deadlock among tracked locks\n");
@@ -272,6 +294,45 @@ static json_t *reports_json(const rv_snapshot *s) {
   return json_pack("{s:I, s:o}", "total", (json_int_t)s->recursive_total, "reports", arr);
 }
 
+static json_t *lockorder_step_json(const rv_lockorder_step *st) {
+  return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o}", "thread_id", (json_int_t)st->thread_id,
+                   "thread_name", st->thread_name, "held_lock", st->held_lock, "held_site",
+                   site_json(st->held_file, st->held_line), "acquiring_lock", st->acquiring_lock,
+                   "acquiring_site", site_json(st->acquiring_file, st->acquiring_line));
+}
+
+/* The keys `ravel unravel` reads; keep their names. */
+static json_t *lockorder_json(const rv_snapshot *s) {
+  json_t *arr = json_array();
+  char text[2048];
+  for (size_t i = 0; i < s->nlockorder; i++) {
+    const rv_lockorder_report *r = &s->lockorder[i];
+    const rv_lockorder_step *p = &r->prior[0];
+    rv_lockorder_report_text(r, text, sizeof text);
+    json_t *o = json_pack("{s:s, s:I, s:s, s:s, s:o, s:s, s:o}", "text", text, "thread_id",
+                          (json_int_t)r->now.thread_id, "thread_name", r->now.thread_name,
+                          "held_lock", r->now.held_lock, "held_site",
+                          site_json(r->now.held_file, r->now.held_line), "acquiring_lock",
+                          r->now.acquiring_lock, "acquiring_site",
+                          site_json(r->now.acquiring_file, r->now.acquiring_line));
+    json_object_set_new(o, "task", json_string(r->task));
+    json_object_set_new(o, "prior_thread_id", json_integer((json_int_t)p->thread_id));
+    json_object_set_new(o, "prior_thread_name", json_string(p->thread_name));
+    json_object_set_new(o, "prior_held_lock", json_string(p->held_lock));
+    json_object_set_new(o, "prior_held_site", site_json(p->held_file, p->held_line));
+    json_object_set_new(o, "prior_acquiring_lock", json_string(p->acquiring_lock));
+    json_object_set_new(o, "prior_acquiring_site", site_json(p->acquiring_file, p->acquiring_line));
+    json_t *chain = json_array();
+    for (size_t k = 0; k < r->nprior; k++)
+      json_array_append_new(chain, lockorder_step_json(&r->prior[k]));
+    json_object_set_new(o, "prior_chain", chain);
+    json_object_set_new(o, "prior_chain_more", json_integer((json_int_t)r->prior_more));
+    json_object_set_new(o, "at_wall_ms", json_integer((json_int_t)(r->at_wall_ns / RV_NS_PER_MS)));
+    json_array_append_new(arr, o);
+  }
+  return arr;
+}
+
 static json_t *deadlocks_json(const rv_snapshot *s, const rv_deadlocks *d) {
   json_t *arr = json_array();
   for (size_t i = 0; d && i < d->n; i++) {
@@ -337,6 +398,15 @@ static char *render_json(const rv_snapshot *s, const rv_deadlocks *d, rv_dump_vi
       json_array_append_new(threads, thread_json(s, &s->threads[i]));
     json_object_set_new(root, "threads", threads);
     json_object_set_new(root, "recursive_reads", reports_json(s));
+    json_object_set_new(root, "lock_order_reports", lockorder_json(s));
+    json_object_set_new(root, "lock_order_total",
+                        json_integer((json_int_t)s->lockorder_stats.reports_total));
+    const rv_lockorder_stats *st = &s->lockorder_stats;
+    json_object_set_new(root, "lock_order_graph",
+                        json_pack("{s:I, s:I, s:I, s:I}", "classes", (json_int_t)st->classes,
+                                  "edges", (json_int_t)st->edges, "classes_overflow",
+                                  (json_int_t)st->classes_overflow, "edges_overflow",
+                                  (json_int_t)st->edges_overflow));
     json_object_set_new(root, "deadlocks", deadlocks_json(s, d));
   } else {
     json_object_set_new(root, "locks", locks_json(s));

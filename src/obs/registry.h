@@ -50,6 +50,17 @@ typedef enum rv_lock_mode { RV_MODE_WRITE, RV_MODE_READ } rv_lock_mode;
 #define RV_WAIT_WHAT_MAX 96
 /* Recursive-read reports kept for dumps (oldest dropped first). */
 #define RV_REPORTS_MAX 64
+/*
+ * Lock-order checking (see "Lock order" in docs/observability.md).  A lock
+ * class is a lock name: every rv_mutex / rv_rwlock initialised with the same
+ * name is one class.  Bounds of the per-registry order graph: past them
+ * nothing more is recorded and the overflow is counted.
+ */
+#define RV_LOCKORDER_CLASSES_MAX 1024 /* distinct lock names */
+#define RV_LOCKORDER_EDGES_MAX 4096   /* distinct "A held while B acquired" pairs */
+#define RV_LOCKORDER_REPORTS_MAX 64   /* inversion reports kept for dumps (oldest dropped first) */
+#define RV_LOCKORDER_CHAIN_MAX 8      /* edges of an earlier path kept in one report */
+#define RV_LO_THREAD_CACHE 16         /* per-thread cache entries of the check (power of 2) */
 
 typedef struct rv_hold {
   uint64_t lock_id;
@@ -59,6 +70,7 @@ typedef struct rv_hold {
   const char *file; /* string literal from __FILE__ */
   int line;
   int64_t since_ns; /* monotonic */
+  int32_t class_id; /* lock-order class, -1 until the checker resolves it */
 } rv_hold;
 
 typedef struct rv_wait {
@@ -86,8 +98,20 @@ struct rv_thread {
   char task[RV_TASK_MAX];
   rv_wait wait;
   rv_hold held[RV_HELD_MAX];
-  int nheld;
+  int nheld; /* written under mu with atomic stores: the owner may read it without mu */
   uint32_t held_dropped;
+
+  /* Owner-only: the class the lock-order check resolved for the lock about to be held. */
+  uint64_t lo_pending_lock_id;
+  int32_t lo_pending_class;
+  /*
+   * Owner-only caches of the lock-order check, so that its steady state takes
+   * no registry-wide lock: the classes of recently acquired locks (by lock
+   * id) and order pairs known to be in the graph (edges are never removed).
+   */
+  uint64_t lo_class_lock[RV_LO_THREAD_CACHE];
+  int32_t lo_class_of[RV_LO_THREAD_CACHE];
+  uint64_t lo_known_edge[RV_LO_THREAD_CACHE]; /* (from << 32 | to) + 1; 0 = empty */
 };
 
 typedef enum rv_recursive_policy {
@@ -110,6 +134,53 @@ typedef struct rv_recursive_report {
   int64_t at_wall_ns;
 } rv_recursive_report;
 
+typedef enum rv_lockorder_policy {
+  RV_LOCKORDER_OFF,   /* record nothing, say nothing */
+  RV_LOCKORDER_WARN,  /* log, count, keep a report for dumps (default) */
+  RV_LOCKORDER_ABORT, /* log and abort the process */
+} rv_lockorder_policy;
+
+/* One "held `held_lock` while acquiring `acquiring_lock`" observation. */
+typedef struct rv_lockorder_step {
+  uint64_t thread_id;
+  char thread_name[RV_THREAD_NAME_MAX];
+  char held_lock[RV_LOCK_NAME_MAX];
+  const char *held_file;
+  int held_line;
+  char acquiring_lock[RV_LOCK_NAME_MAX];
+  const char *acquiring_file;
+  int acquiring_line;
+} rv_lockorder_step;
+
+/*
+ * A potential deadlock: `now` acquires B while holding A, and earlier
+ * acquisitions (`prior`, in order) took B -> ... -> A.  A direct inversion
+ * has one prior step (A acquired while holding B).
+ */
+typedef struct rv_lockorder_report {
+  rv_lockorder_step now;
+  char task[RV_TASK_MAX];
+  size_t nprior;
+  size_t prior_more; /* steps of a longer path not kept (over RV_LOCKORDER_CHAIN_MAX) */
+  rv_lockorder_step prior[RV_LOCKORDER_CHAIN_MAX];
+  int64_t at_wall_ns;
+} rv_lockorder_report;
+
+/* The size of the order graph and what did not fit in it. */
+typedef struct rv_lockorder_stats {
+  uint64_t reports_total;
+  uint32_t classes;
+  uint32_t edges;
+  uint64_t classes_overflow; /* lookups of a new name past RV_LOCKORDER_CLASSES_MAX */
+  uint64_t edges_overflow;   /* new pairs not recorded past RV_LOCKORDER_EDGES_MAX */
+} rv_lockorder_stats;
+
+/*
+ * The one-line plain-language explanation of a report (what dumps show as
+ * "text"); returns what snprintf returns.
+ */
+int rv_lockorder_report_text(const rv_lockorder_report *r, char *buf, size_t n);
+
 typedef struct rv_registry rv_registry;
 
 /* Log hook: receives one already formatted logfmt-style message. */
@@ -127,6 +198,14 @@ int rv_recursive_policy_parse(const char *s);
 /* Where warnings go; default: a logfmt line on stderr. */
 void rv_registry_set_log(rv_registry *reg, rv_registry_log_fn fn, void *arg);
 uint64_t rv_registry_recursive_count(rv_registry *reg);
+
+void rv_registry_set_lockorder_policy(rv_registry *reg, rv_lockorder_policy p);
+rv_lockorder_policy rv_registry_lockorder_policy(rv_registry *reg);
+/* Parse "off" | "warn" | "abort"; -1 if unknown. */
+int rv_lockorder_policy_parse(const char *s);
+/* Lock-order inversions reported so far. */
+uint64_t rv_registry_lockorder_count(rv_registry *reg);
+void rv_registry_lockorder_stats(rv_registry *reg, rv_lockorder_stats *out);
 
 /* ---- snapshots ------------------------------------------------------------ */
 
@@ -152,6 +231,9 @@ typedef struct rv_snapshot {
   size_t nreports;
   rv_recursive_report *reports;
   uint64_t recursive_total;
+  size_t nlockorder; /* the last RV_LOCKORDER_REPORTS_MAX lock-order reports, oldest first */
+  rv_lockorder_report *lockorder;
+  rv_lockorder_stats lockorder_stats;
 } rv_snapshot;
 
 /* Copy every record; never takes an application lock.  NULL on ENOMEM. */
@@ -192,6 +274,17 @@ void rv__hold_remove(rv_thread *t, uint64_t lock_id, rv_lock_mode mode);
 /* If t already holds lock_id for reading, apply the recursive-read policy. */
 void rv__check_recursive_read(rv_thread *t, uint64_t lock_id, const char *lock_name,
                               const char *file, int line);
+/*
+ * Before t tries to take lock `lock_name` (blocking acquisitions only): record
+ * "held class -> this class" for each lock t holds and apply the lock-order
+ * policy to a new pair that closes a cycle.  Callers skip it when t holds
+ * nothing (rv__holds_any).
+ */
+void rv__check_lock_order(rv_thread *t, uint64_t lock_id, const char *lock_name,
+                          const char *file, int line);
+static inline bool rv__holds_any(const rv_thread *t) {
+  return __atomic_load_n(&t->nheld, __ATOMIC_RELAXED) > 0;
+}
 void rv__wait_begin(rv_thread *t, rv_wait_kind kind, uint64_t obj_id, const char *what,
                     const char *file, int line);
 void rv__wait_end(rv_thread *t);

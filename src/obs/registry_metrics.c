@@ -8,6 +8,7 @@
  *   ravel_lock_holds{lock,mode}             holds outstanding on a tracked lock
  *   ravel_lock_oldest_wait_seconds{lock}    how long the longest waiter has waited
  *   ravel_rwlock_recursive_reads_total      recursive read locks reported
+ *   ravel_lock_order_reports_total          lock-order inversions reported
  *   ravel_deadlocked_threads                threads in a wait-for cycle
  *   ravel_deadlock_blocked_threads          threads blocked behind such a cycle
  */
@@ -102,6 +103,11 @@ void rv_registry_collect(rv_metrics_writer *w, void *registry) {
                           "Recursive read locks of an rwlock reported by the registry.",
                           RV_METRIC_COUNTER);
   rv_metrics_write_sample(w, NULL, (double)s->recursive_total);
+
+  rv_metrics_write_family(w, "ravel_lock_order_reports_total",
+                          "Lock-order inversions (potential ABBA deadlocks) reported by the registry.",
+                          RV_METRIC_COUNTER);
+  rv_metrics_write_sample(w, NULL, (double)s->lockorder_stats.reports_total);
 
   rv_deadlocks *d = rv_deadlocks_find(s);
   size_t in_cycle = 0, blocked = 0;

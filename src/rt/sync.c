@@ -19,6 +19,12 @@
  * two read locks: the writer waits for the first read hold, the second read
  * waits for the writer.  The registry reports the second read lock the
  * moment it is attempted (rv__check_recursive_read), writer or not.
+ *
+ * Every blocking acquisition by a thread that already holds a tracked lock
+ * is also checked for lock order (rv__check_lock_order) before it can block,
+ * so an ABBA pair is reported before it hangs, or even if it never does.  A
+ * thread that holds nothing pays one relaxed load (lock_order_check); trylock
+ * cannot block and adds no order.
  */
 #include "obs/registry.h"
 #include "rt/rt_internal.h"
@@ -119,6 +125,13 @@ static int block(rv_rawmu *mu, rv__waitq *q, rv__waiter *w, rv_ctx *ctx, int64_t
   return rc;
 }
 
+/* Lock-order check before a blocking acquisition; nearly free when self holds nothing. */
+static inline void lock_order_check(rv_thread *self, uint64_t id, const char *name,
+                                    const char *file, int line) {
+  if (rv__holds_any(self))
+    rv__check_lock_order(self, id, name, file, line);
+}
+
 static void copy_name(char *dst, const char *name) {
   snprintf(dst, RV_LOCK_NAME_MAX, "%s", name ? name : "?");
 }
@@ -182,6 +195,7 @@ void rv_mutex_destroy(rv_mutex *m) {
 
 int rv__mutex_lock(rv_mutex *m, rv_ctx *ctx, const char *file, int line) {
   rv_thread *self = rv_thread_self();
+  lock_order_check(self, m->id, m->name, file, line);
   rv_rawmu_lock(&m->mu);
   if (!m->owner) {
     m->owner = self;
@@ -274,6 +288,7 @@ static void rw_writer_withdrawn(void *obj) {
 int rv__rwlock_rdlock(rv_rwlock *rw, rv_ctx *ctx, const char *file, int line) {
   rv_thread *self = rv_thread_self();
   rv__check_recursive_read(self, rw->id, rw->name, file, line);
+  lock_order_check(self, rw->id, rw->name, file, line);
   rv_rawmu_lock(&rw->mu);
   if (!rw->writer && rw->writers_waiting == 0) {
     rw->readers++;
@@ -288,6 +303,7 @@ int rv__rwlock_rdlock(rv_rwlock *rw, rv_ctx *ctx, const char *file, int line) {
 
 int rv__rwlock_wrlock(rv_rwlock *rw, rv_ctx *ctx, const char *file, int line) {
   rv_thread *self = rv_thread_self();
+  lock_order_check(self, rw->id, rw->name, file, line);
   rv_rawmu_lock(&rw->mu);
   if (!rw->writer && rw->readers == 0 && rw->writers_waiting == 0) {
     rw->writer = self;
