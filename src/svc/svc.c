@@ -10,6 +10,7 @@
 #include "rt/ctx.h"
 #include "rt/rt.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,13 @@ int rv_svc_bug_parse(const char *s) {
   return -1;
 }
 
+/* One history sample (see RV_SVC_HISTORY_MAX in svc.h). */
+typedef struct sample {
+  int64_t t_ms;
+  double rate, handler_threads, cache_waiters, dlock_waits, in_flight, held, timeouts, late_fins,
+      rebuilds;
+} sample;
+
 /* The "upstream client" the cache builds from config. */
 typedef struct upstream {
   char url[256];
@@ -45,15 +53,24 @@ struct rv_svc {
   rv_metrics *metrics;
   rv_admin *admin;
   rv_coord_client *coord;
-  rv_session *session;
+  rv_session *session;        /* the current one: handlers read it (__atomic) */
+  rv_session *sessions[RV_SVC_SESSIONS_MAX]; /* every one opened (main thread) */
+  size_t nsessions;
+  int64_t session_retry_at_ns;  /* main thread */
   rv_config_cache *cache;     /* set once; read by the collector (__atomic) */
   rv_consumer *consumer;      /* set once; read by the collector (__atomic) */
   /* Children kept for the hot path. */
-  rv_counter_child *messages, *requeued, *upstream_calls;
+  rv_counter_child *messages, *requeued, *upstream_calls, *session_reopens;
   rv_gauge_child *dlock_in_progress, *rate;
   /* rv_svc_tick's last sample (main thread only). */
   int64_t rate_at_ns;
   double rate_count;
+  /* The history ring: written by rv_svc_tick, read by the admin server's
+   * thread (GET /debug/history); both under history_mu, a raw mutex held only
+   * to copy samples in or out (never across a blocking call). */
+  rv_rawmu history_mu;
+  sample history[RV_SVC_HISTORY_MAX];
+  size_t history_next, history_len; /* next slot to write; samples kept */
 };
 
 /* ---- the cache's object ---------------------------------------------------------------------- */
@@ -90,7 +107,8 @@ static int handle(rv_ctx *ctx, const rv_message *m, void *arg) {
    * cancel fix is on, a timed-out message gives up here). */
   rv_dlock *lock;
   rv_gauge_inc(s->dlock_in_progress);
-  int rc = rv_dlock_acquire(ctx, s->session, resource, NULL, &lock);
+  int rc = rv_dlock_acquire(ctx, __atomic_load_n(&s->session, __ATOMIC_ACQUIRE), resource, NULL,
+                           &lock);
   rv_gauge_dec(s->dlock_in_progress);
   if (rc != RV_OK) {
     rv_thread_set_task(NULL);
@@ -108,7 +126,11 @@ static int handle(rv_ctx *ctx, const rv_message *m, void *arg) {
        item = strtok_r(NULL, " \t\r\n", &save), nitems++) {
     void *obj;
     uint64_t token;
-    rv_config_cache_obtain(s->cache, &obj, &token);
+    /* The read lock's wait honours the context too: with the cancel fix, a
+     * handler whose message timed out gives up even here, and its deferred
+     * releases below let a queued config writer through. */
+    if ((rc = rv_config_cache_obtain_ctx(s->cache, ctx, &obj, &token)) != RV_OK)
+      break;
     upstream *u = obj;
     (void)u; /* the simulated upstream call to u->url for this item */
     rc = latency > 0 ? rv_sleep(ctx, latency) : rv_ctx_err(ctx);
@@ -142,6 +164,20 @@ static void write_one(rv_metrics_writer *w, const rv_svc *s, const char *name, c
     rv_metrics_write_sample(w, (const char *const[]){"replica", s->replica, NULL}, v);
 }
 
+/* Threads waiting (read or write) for the client cache's rwlock, from the registry. */
+static size_t cache_waiters(void) {
+  size_t waiters = 0;
+  rv_snapshot *snap = rv_snapshot_take(rv_registry_current());
+  for (size_t i = 0; snap && i < snap->nthreads; i++) {
+    const rv_wait *wt = &snap->threads[i].wait;
+    if ((wt->kind == RV_WAIT_RDLOCK || wt->kind == RV_WAIT_WRLOCK) &&
+        strcmp(wt->what, RV_SVC_CACHE_LOCK) == 0)
+      waiters++;
+  }
+  rv_snapshot_free(snap);
+  return waiters;
+}
+
 static void collect(rv_metrics_writer *w, void *arg) {
   rv_svc *s = arg;
   rv_consumer *cons = __atomic_load_n(&s->consumer, __ATOMIC_ACQUIRE);
@@ -152,15 +188,7 @@ static void collect(rv_metrics_writer *w, void *arg) {
   rv_config_cache_stats ks = {0};
   if (cache)
     rv_config_cache_stats_get(cache, &ks);
-  size_t waiters = 0;
-  rv_snapshot *snap = rv_snapshot_take(rv_registry_current());
-  for (size_t i = 0; snap && i < snap->nthreads; i++) {
-    const rv_wait *wt = &snap->threads[i].wait;
-    if ((wt->kind == RV_WAIT_RDLOCK || wt->kind == RV_WAIT_WRLOCK) &&
-        strcmp(wt->what, RV_SVC_CACHE_LOCK) == 0)
-      waiters++;
-  }
-  rv_snapshot_free(snap);
+  size_t waiters = cache_waiters();
   write_one(w, s, "ravel_svc_handler_threads", "Handler threads alive.", RV_METRIC_GAUGE,
             (double)cs.handler_threads_alive);
   write_one(w, s, "ravel_svc_cache_waiters",
@@ -179,6 +207,9 @@ static void collect(rv_metrics_writer *w, void *arg) {
   write_one(w, s, "ravel_svc_late_fins_total",
             "FINs the queue refused because the message had timed out.", RV_METRIC_COUNTER,
             (double)cs.late_fins);
+  write_one(w, s, "ravel_svc_late_reqs_total",
+            "REQs the queue refused because the message had timed out.", RV_METRIC_COUNTER,
+            (double)cs.late_reqs);
   write_one(w, s, "ravel_svc_config_rebuilds_total",
             "Upstream clients rebuilt by the config watcher (after the first build).",
             RV_METRIC_COUNTER, (double)ks.rebuilds);
@@ -202,6 +233,10 @@ static int register_metrics(rv_svc *s) {
   s->requeued = rv_counter_labels(
       rv_metrics_counter(m, "ravel_svc_messages_requeued_total",
                          "Messages requeued (lock or upstream call ended by the context).", lr),
+      s->replica);
+  s->session_reopens = rv_counter_labels(
+      rv_metrics_counter(m, "ravel_svc_session_reopens_total",
+                         "Coord sessions opened to replace a lost one.", lr),
       s->replica);
   s->upstream_calls = rv_counter_labels(
       rv_metrics_counter(m, "ravel_svc_upstream_calls_total", "Simulated upstream calls made.",
@@ -230,12 +265,120 @@ static int register_metrics(rv_svc *s) {
   return rv_metrics_add_collector(m, collect, s);
 }
 
+/* ---- history ------------------------------------------------------------------------------------ */
+
+/* The slots the queue holds for this consumer (timed-out messages whose handler still runs). */
+static double held_slots(const rv_consumer_stats *cs) { return (double)cs->held_slots; }
+
+/* Append one sample (main thread, from rv_svc_tick). */
+static void history_take(rv_svc *s, double rate) {
+  rv_consumer *cons = __atomic_load_n(&s->consumer, __ATOMIC_ACQUIRE);
+  rv_config_cache *cache = __atomic_load_n(&s->cache, __ATOMIC_ACQUIRE);
+  rv_consumer_stats cs = {0};
+  if (cons)
+    rv_consumer_stats_get(cons, &cs);
+  rv_config_cache_stats ks = {0};
+  if (cache)
+    rv_config_cache_stats_get(cache, &ks);
+  sample x = {.t_ms = rv_wall_ns() / RV_NS_PER_MS,
+              .rate = rate,
+              .handler_threads = (double)cs.handler_threads_alive,
+              .cache_waiters = (double)cache_waiters(),
+              .dlock_waits = rv_gauge_value(s->dlock_in_progress),
+              .in_flight = (double)cs.in_flight,
+              .held = held_slots(&cs),
+              .timeouts = (double)cs.timeouts_notified,
+              .late_fins = (double)cs.late_fins,
+              .rebuilds = (double)ks.rebuilds};
+  rv_rawmu_lock(&s->history_mu);
+  s->history[s->history_next] = x;
+  s->history_next = (s->history_next + 1) % RV_SVC_HISTORY_MAX;
+  if (s->history_len < RV_SVC_HISTORY_MAX)
+    s->history_len++;
+  rv_rawmu_unlock(&s->history_mu);
+}
+
+/* GET /debug/history (the admin server's thread): copy the ring out under the
+ * lock, format outside it. */
+static void history_route(void *arg, const rv_admin_request *req, rv_admin_response *resp) {
+  rv_svc *s = arg;
+  sample *copy = malloc(sizeof s->history);
+  json_t *root = json_object(), *arr = json_array();
+  char *text = NULL;
+  if (copy && root && arr) {
+    rv_rawmu_lock(&s->history_mu);
+    size_t n = s->history_len;
+    size_t first = (s->history_next + RV_SVC_HISTORY_MAX - n) % RV_SVC_HISTORY_MAX;
+    for (size_t i = 0; i < n; i++)
+      copy[i] = s->history[(first + i) % RV_SVC_HISTORY_MAX];
+    rv_rawmu_unlock(&s->history_mu);
+    json_object_set_new(root, "service", json_string(s->service));
+    json_object_set_new(root, "replica", json_string(s->replica));
+    json_object_set_new(root, "interval_ms", json_integer(RV_SVC_HISTORY_INTERVAL_MS));
+    for (size_t i = 0; i < n; i++) {
+      const sample *x = &copy[i];
+      json_array_append_new(
+          arr, json_pack("{sI sf sf sf sf sf sf sf sf sf}", "t_ms", (json_int_t)x->t_ms, "rate",
+                         x->rate, "handler_threads", x->handler_threads, "cache_waiters",
+                         x->cache_waiters, "dlock_waits", x->dlock_waits, "in_flight",
+                         x->in_flight, "held", x->held, "timeouts", x->timeouts, "late_fins",
+                         x->late_fins, "rebuilds", x->rebuilds));
+    }
+    json_object_set(root, "samples", arr);
+    text = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6));
+  }
+  free(copy);
+  json_decref(arr);
+  json_decref(root);
+  if (!text) {
+    resp->status = 500;
+    rv_admin_printf(resp, "out of memory\n");
+    return;
+  }
+  resp->content_type = "application/json";
+  resp->body = text;
+  resp->body_len = strlen(text);
+}
+
 /* ---- lifecycle --------------------------------------------------------------------------------- */
 
 static void on_session_lost(void *arg, const char *reason) {
   rv_svc *s = arg;
-  rv_log_error(s->log, "coord session lost: distributed locks fail until restart",
+  rv_log_error(s->log, "coord session lost: distributed locks fail until a new one is open",
                "reason=%s", reason);
+}
+
+static int open_session(rv_svc *s, rv_ctx *ctx) {
+  if (s->nsessions == RV_SVC_SESSIONS_MAX)
+    return RV_ELIMIT;
+  rv_session *ns;
+  int rc = rv_session_open_cb(ctx, s->coord, RV_SVC_SESSION_TTL_MS, on_session_lost, s, &ns);
+  if (rc != RV_OK)
+    return rc;
+  s->sessions[s->nsessions++] = ns;
+  __atomic_store_n(&s->session, ns, __ATOMIC_RELEASE);
+  return RV_OK;
+}
+
+/* From rv_svc_tick: replace a lost session (bounded wait, retried each RV_SVC_SESSION_RETRY_MS). */
+static void reopen_session(rv_svc *s, int64_t now) {
+  if (!s->session || !rv_session_lost(s->session) || now < s->session_retry_at_ns)
+    return;
+  s->session_retry_at_ns = now + RV_SVC_SESSION_RETRY_MS * RV_NS_PER_MS;
+  rv_ctx *ctx = rv_ctx_with_timeout(NULL, RV_SVC_SESSION_RETRY_MS * RV_NS_PER_MS);
+  int rc = open_session(s, ctx);
+  rv_ctx_free(ctx);
+  if (rc == RV_OK) {
+    rv_counter_inc(s->session_reopens);
+    rv_log_info(s->log, "coord session reopened", "replica=%s", s->replica);
+  } else if (rc == RV_ELIMIT) {
+    rv_log_error(s->log, "coord session lost too many times: restart this replica",
+                 "replica=%s sessions=%d", s->replica, RV_SVC_SESSIONS_MAX);
+    s->session_retry_at_ns = INT64_MAX;
+  } else {
+    rv_log_warn(s->log, "cannot reopen the coord session yet", "err=%s detail=\"%s\"",
+                rv_strerror(rc), rv_coord_last_error());
+  }
 }
 
 static void free_all(rv_svc *s) {
@@ -243,12 +386,13 @@ static void free_all(rv_svc *s) {
   if (s->consumer)
     rv_consumer_free(s->consumer);
   rv_config_cache_close(s->cache);
-  if (s->session)
-    rv_session_close(s->session);
+  for (size_t i = 0; i < s->nsessions; i++)
+    rv_session_close(s->sessions[i]);
   if (s->coord)
     rv_coord_client_close(s->coord);
   rv_metrics_free(s->metrics);
   rv_log_free(s->log);
+  rv_rawmu_destroy(&s->history_mu);
   free(s);
 }
 
@@ -263,6 +407,7 @@ int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms,
     snprintf(why, whylen, "out of memory");
     return RV_ENOMEM;
   }
+  rv_rawmu_init(&s->history_mu);
   s->o = *o;
   if (!s->o.service || !*s->o.service)
     s->o.service = RV_SVC_DEFAULT_SERVICE;
@@ -307,6 +452,11 @@ int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms,
     snprintf(why, whylen, "admin endpoint on port %u: %s", s->o.admin_port, rv_strerror(rc));
     goto fail;
   }
+  rc = rv_admin_route(s->admin, "GET", RV_SVC_HISTORY_PATH, history_route, s);
+  if (rc != RV_OK) {
+    snprintf(why, whylen, "cannot add %s: %s", RV_SVC_HISTORY_PATH, rv_strerror(rc));
+    goto fail;
+  }
   char admin_url[64], host[256] = "";
   snprintf(admin_url, sizeof admin_url, "http://127.0.0.1:%u/", rv_admin_port(s->admin));
   if (gethostname(host, sizeof host - 1) != 0)
@@ -325,7 +475,7 @@ int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms,
              rv_strerror(rc));
     goto fail_ctx;
   }
-  rc = rv_session_open_cb(ctx, s->coord, RV_SVC_SESSION_TTL_MS, on_session_lost, s, &s->session);
+  rc = open_session(s, ctx);
   if (rc != RV_OK) {
     snprintf(why, whylen, "cannot open a coord session: %s %s", rv_strerror(rc),
              rv_coord_last_error());
@@ -354,7 +504,12 @@ int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms,
   }
   __atomic_store_n(&s->cache, cache, __ATOMIC_RELEASE);
 
+  /* The queue's /stats names each consumer "SERVICE/REPLICA pid N": unravel
+   * joins the queue's clients to the replicas by it. */
+  char client_id[200];
+  snprintf(client_id, sizeof client_id, "%s/%s pid %d", s->service, s->replica, rv_getpid());
   rv_consumer_opts qo = {.host = s->o.queue_host,
+                         .client_id = client_id,
                          .port = s->o.queue_port,
                          .topic = s->o.topic,
                          .channel = s->o.channel,
@@ -401,6 +556,7 @@ uint16_t rv_svc_admin_port(const rv_svc *s) { return rv_admin_port(s->admin); }
 
 void rv_svc_tick(rv_svc *s) {
   int64_t now = rv_now_ns();
+  reopen_session(s, now);
   double count = rv_counter_value(s->messages);
   if (s->rate_at_ns == 0) {
     s->rate_at_ns = now;
@@ -408,9 +564,11 @@ void rv_svc_tick(rv_svc *s) {
     return;
   }
   int64_t dt = now - s->rate_at_ns;
-  if (dt < RV_NS_PER_S)
+  if (dt < RV_SVC_HISTORY_INTERVAL_MS * RV_NS_PER_MS)
     return;
-  rv_gauge_set(s->rate, (count - s->rate_count) * (double)RV_NS_PER_S / (double)dt);
+  double rate = (count - s->rate_count) * (double)RV_NS_PER_S / (double)dt;
+  rv_gauge_set(s->rate, rate);
+  history_take(s, rate);
   s->rate_at_ns = now;
   s->rate_count = count;
 }

@@ -51,6 +51,33 @@ extern "C" {
 #define RV_SVC_EVENT_MAX 4096
 /* TTL of the replica's coord session. */
 #define RV_SVC_SESSION_TTL_MS 10000
+/*
+ * A lost session (coord restarted, or the replica was cut off longer than the
+ * TTL) is replaced by a new one from rv_svc_tick, at most once per
+ * RV_SVC_SESSION_RETRY_MS.  The lost ones stay allocated until the replica
+ * stops (a stuck handler may still hold a lock handle of one), so a process
+ * replaces its session at most RV_SVC_SESSIONS_MAX - 1 times; past that it
+ * logs an error and needs a restart.
+ */
+#define RV_SVC_SESSION_RETRY_MS 1000
+#define RV_SVC_SESSIONS_MAX 64
+/*
+ * Per-replica history, served at GET /debug/history on the admin endpoint:
+ * rv_svc_tick takes one sample about every RV_SVC_HISTORY_INTERVAL_MS and
+ * keeps the last RV_SVC_HISTORY_MAX of them in memory (900: the last 15
+ * minutes at one a second, ~80 bytes each); older samples are overwritten.
+ *
+ *   {"service": "billing", "replica": "1", "interval_ms": 1000,
+ *    "samples": [{"t_ms": unix ms (wall clock), "rate": messages finished per
+ *                 second, "handler_threads", "cache_waiters" (threads waiting
+ *                 for the client-cache rwlock), "dlock_waits" (distributed
+ *                 lock acquisitions in progress), "in_flight", "held" (slots
+ *                 the queue holds for this consumer), "timeouts", "late_fins",
+ *                 "rebuilds" (the last three cumulative)}, ...]}   oldest first
+ */
+#define RV_SVC_HISTORY_MAX 900
+#define RV_SVC_HISTORY_INTERVAL_MS 1000
+#define RV_SVC_HISTORY_PATH "/debug/history"
 
 /* The incident's contributing causes; each one's fix is the default. */
 enum rv_svc_bug {
@@ -92,7 +119,8 @@ typedef struct rv_svc rv_svc;
 int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms, char *why,
                  size_t whylen);
 uint16_t rv_svc_admin_port(const rv_svc *s);
-/* Call every 100 ms or so from one thread: updates ravel_svc_messages_per_second. */
+/* Call every 100 ms or so from one thread: updates ravel_svc_messages_per_second
+ * and, about once a second, appends a sample to the history (see above). */
 void rv_svc_tick(rv_svc *s);
 /*
  * Stop consuming, wait for the handlers (cancelled after the consumer's stop

@@ -9,28 +9,10 @@
 set -uo pipefail
 build=${2:?usage: check_svc_restart.sh <source dir> <build dir>}
 bin="$build/ravel"
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ravel-svc-restart.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; for f in "$tmp"/*.err; do [ -f "$f" ] && tail -n 5 "$f" >&2; done; exit 1; }
-wait_line() { for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+. "$(dirname "$0")/lib.sh"
+lib_init svc-restart
 
-started=0
-for attempt in 1 2 3 4 5 6 7 8 9 10; do
-  cport=$(shuf -i 20000-29999 -n 1); caport=$(shuf -i 30000-39999 -n 1)
-  tport=$(shuf -i 40000-49999 -n 1); hport=$(shuf -i 50000-59999 -n 1)
-  "$bin" up --data "$tmp/data" --coord-port "$cport" --coord-admin-port "$caport" \
-    --tcp-port "$tport" --http-port "$hport" --log-level warn >"$tmp/up.out" 2>"$tmp/up.err" &
-  pid=$!
-  if wait_line "$tmp/up.out" '^ravel up:'; then started=1; pids+=("$pid"); break; fi
-  kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-  grep -q 'in use' "$tmp/up.err" || fail "ravel up did not start"
-done
-[ $started = 1 ] || fail "ravel up did not start on free ports"
+start_up
 redis-cli -p "$cport" CFG.SET svc/billing upstream.url https://svc AUTHOR test >/dev/null || fail "CFG.SET"
 
 # start_replicas GEN: two --incident replicas; their admin ports in aports[]
@@ -40,7 +22,7 @@ start_replicas() {
     out="$tmp/svc-$1-$r.out"
     "$bin" svc --replica "$r" --coord "127.0.0.1:$cport" --queue "127.0.0.1:$tport" --incident \
       --upstream-latency 200 --msg-timeout 3000 >"$out" 2>"$tmp/svc-$1-$r.err" &
-    reps+=("$!"); pids+=("$!")
+    reps+=("$!"); track "$!"
     wait_line "$out" "^svc: replica $r admin" || fail "replica $r (start $1) did not start"
     aports+=("$(sed -n 's#^svc: replica [0-9]* admin http://127.0.0.1:\([0-9]*\)/.*#\1#p' "$out")")
   done
