@@ -10,6 +10,8 @@ int cmd_up(int argc, char **argv);
 int cmd_top(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_svc(int argc, char **argv);
+int cmd_grab(int argc, char **argv);
+int cmd_unravel(int argc, char **argv);
 
 /*
  * An integer option value within [lo, hi]; on anything else prints

@@ -22,6 +22,9 @@
 #include "cli/cli.h"
 
 #include "client/queue_client.h"
+#include "diag/grab.h"
+#include "diag/report.h"
+#include "diag/unravel.h"
 #include "rt/ctx.h"
 #include "rt/rt.h"
 #include "server/coord.h"
@@ -31,6 +34,7 @@
 #include <getopt.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <limits.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdatomic.h>
@@ -46,6 +50,15 @@ extern char **environ;
 #define DEMO_FLAGS_MAX 16
 #define DEMO_STOP_GRACE_NS (8 * RV_NS_PER_S)
 #define DEMO_DRAIN_NS (15 * RV_NS_PER_S)
+/* The report's default file (in the current directory), and its markers: one
+ * per platform write, the first ones (the report draws at most as many). */
+#define DEMO_REPORT_DEFAULT "ravel-demo-report.html"
+#define DEMO_MARKERS_MAX RV_REPORT_MARKERS_MAX
+
+typedef struct demo_marker {
+  int64_t t_ms; /* wall clock, unix ms */
+  char label[96];
+} demo_marker;
 
 typedef struct demo {
   /* options */
@@ -57,6 +70,7 @@ typedef struct demo {
   int nflags;
   char data[256];
   bool own_data;
+  const char *report; /* NULL or "": no report */
   /* running */
   rv_loop *loop;
   rv_coord *coord;
@@ -66,6 +80,8 @@ typedef struct demo {
   atomic_long published;
   atomic_bool stop_load;
   int64_t started_ns, config_done_ns;
+  demo_marker markers[DEMO_MARKERS_MAX];
+  int nmarkers;
 } demo;
 
 static volatile sig_atomic_t interrupted;
@@ -204,6 +220,158 @@ static long long backlog(demo *d) {
   return n;
 }
 
+/* ---- the report -------------------------------------------------------------------------------- */
+
+/* The replicas' admin endpoints, from coord's sessions: admin[i] for replica i + 1 ("" if none). */
+static void replica_admins(demo *d, char admin[][256]) {
+  for (int i = 0; i < d->replicas; i++)
+    admin[i][0] = 0;
+  redisContext *r = redisConnect("127.0.0.1", rv_coord_port(d->coord));
+  redisReply *rep = r && !r->err ? redisCommand(r, "SESSION.LIST") : NULL;
+  for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+    const redisReply *m = rep->element[i];
+    const char *svc = NULL, *replica = NULL, *url = NULL;
+    for (size_t k = 0; m->type == REDIS_REPLY_ARRAY && k + 1 < m->elements; k += 2) {
+      const redisReply *key = m->element[k], *v = m->element[k + 1];
+      if (key->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+        continue;
+      if (strcmp(key->str, "service") == 0)
+        svc = v->str;
+      else if (strcmp(key->str, "replica") == 0)
+        replica = v->str;
+      else if (strcmp(key->str, "admin") == 0)
+        url = v->str;
+    }
+    int n = replica ? atoi(replica) : 0;
+    if (svc && strcmp(svc, "billing") == 0 && url && n >= 1 && n <= d->replicas)
+      snprintf(admin[n - 1], sizeof admin[0], "%s", url);
+  }
+  if (rep)
+    freeReplyObject(rep);
+  if (r)
+    redisFree(r);
+}
+
+/* GET /debug/history of one replica (admin "http://127.0.0.1:PORT/"): its samples, or NULL. */
+static json_t *replica_history(const char *admin) {
+  const char *hp = strstr(admin, "://");
+  hp = hp ? hp + 3 : admin;
+  const char *colon = strchr(hp, ':');
+  long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+  if (!colon || port < 1 || port > 65535)
+    return NULL;
+  char host[128];
+  snprintf(host, sizeof host, "%.*s", (int)(colon - hp), hp);
+  char *js = cli_http_get(host, (uint16_t)port, "/debug/history");
+  json_t *root = js ? json_loads(js, 0, NULL) : NULL;
+  free(js);
+  json_t *samples = json_incref(json_object_get(root, "samples"));
+  json_decref(root);
+  if (samples && !json_is_array(samples)) {
+    json_decref(samples);
+    return NULL;
+  }
+  return samples;
+}
+
+/*
+ * HOOK(unravel): fill model["diagnosis"] ({"text", "healthy"}) and, when there
+ * is one, model["graph"] (the wait-for graph: nodes and edges, see
+ * diag/report.h).  For now the diagnosis is the demo's own summary and there
+ * is no graph.  To plug `ravel unravel` in: diagnose the live system here (it
+ * is still running: coord on rv_coord_port(d->coord), the queue's HTTP on
+ * rv_qsrv_http_port(d->queue), the replicas from coord's sessions) and set
+ * both keys from its result, keeping the summary as a fallback.
+ */
+/*
+ * `ravel unravel` on the live demo: a grab of every process into the data
+ * dir, then the cross-process diagnosis.  NULL if it could not collect.
+ */
+static json_t *demo_unravel(demo *d) {
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/unravel-%lld", d->data, (long long)(rv_wall_ns() / RV_NS_PER_MS));
+  rv_grab_opts go = {.coord_host = "127.0.0.1",
+                     .coord_port = rv_coord_port(d->coord),
+                     .coord_admin_port = rv_coord_admin_port(d->coord),
+                     .queue_host = "127.0.0.1",
+                     .queue_http_port = rv_qsrv_http_port(d->queue),
+                     .outside_stacks = false};
+  rv_grab_result gr;
+  char why[512];
+  json_t *res = NULL;
+  if (rv_grab_collect(&go, dir, &gr, why, sizeof why) == RV_OK)
+    res = rv_unravel_dir(dir, NULL, why, sizeof why);
+  if (!res)
+    fprintf(stderr, "ravel demo: no diagnosis: %s\n", why);
+  rv_grab_rmtree(dir);
+  return res;
+}
+
+/* The report's diagnosis: the summary, then unravel's explanation and graph when there is one. */
+static void demo_diagnose(demo *d, json_t *model, const char *summary, bool healthy,
+                          const json_t *diag) {
+  const char *dtext = diag ? json_string_value(json_object_get(diag, "text")) : NULL;
+  size_t n = strlen(summary ? summary : "") + (dtext ? strlen(dtext) : 0) + 64;
+  char *text = malloc(n);
+  if (text)
+    snprintf(text, n, "%s%s%s", summary ? summary : "",
+             dtext ? "\n=== diagnosis (ravel unravel) ===\n" : "", dtext ? dtext : "");
+  json_object_set_new(model, "diagnosis",
+                      json_pack("{ss sb}", "text", text ? text : "", "healthy", healthy));
+  free(text);
+  if (diag)
+    json_object_set_new(model, "graph", rv_unravel_graph_focus(json_object_get(diag, "graph"),
+                                                               RV_UNRAVEL_FOCUS_NODES_MAX));
+}
+
+/* Build the model (per-replica history, the platform writes as markers, the
+ * diagnosis) and write the report; prints where, or why not. */
+static void write_report(demo *d, const char *summary, bool healthy, const json_t *diag,
+                         FILE *out) {
+  json_t *model = json_object(), *reps = json_array(), *marks = json_array();
+  if (!model || !reps || !marks) {
+    json_decref(model);
+    json_decref(reps);
+    json_decref(marks);
+    fprintf(stderr, "ravel demo: no report: out of memory\n");
+    return;
+  }
+  char title[160];
+  snprintf(title, sizeof title, "ravel demo: %s, %d replicas",
+           d->incident ? "the incident (every cause on)" : "every fix on", d->replicas);
+  for (int k = 0; k + 1 < d->nflags; k += 2)
+    snprintf(title + strlen(title), sizeof title - strlen(title), " %s %s", d->flags[k],
+             d->flags[k + 1]);
+  json_object_set_new(model, "title", json_string(title));
+  json_object_set_new(model, "generated_at_ms", json_integer(rv_wall_ns() / RV_NS_PER_MS));
+  char admin[DEMO_REPLICAS_MAX][256];
+  replica_admins(d, admin);
+  int missing = 0;
+  for (int i = 0; i < d->replicas; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "billing/%d", i + 1);
+    json_t *samples = admin[i][0] ? replica_history(admin[i]) : NULL;
+    missing += !samples;
+    json_array_append_new(reps, json_pack("{ss so}", "name", name, "samples",
+                                          samples ? samples : json_array()));
+  }
+  for (int i = 0; i < d->nmarkers; i++)
+    json_array_append_new(marks, json_pack("{sI ss}", "t_ms", (json_int_t)d->markers[i].t_ms,
+                                           "label", d->markers[i].label));
+  json_object_set_new(model, "replicas", reps);
+  json_object_set_new(model, "markers", marks);
+  demo_diagnose(d, model, summary, healthy, diag);
+  char why[512];
+  if (rv_report_write(d->report, model, why, sizeof why) == RV_OK) {
+    char abs[PATH_MAX];
+    fprintf(out, "report: %s%s\n", realpath(d->report, abs) ? abs : d->report,
+            missing ? " (some replicas did not answer GET /debug/history: no lines for them)" : "");
+  } else {
+    fprintf(stderr, "ravel demo: cannot write the report: %s\n", why);
+  }
+  json_decref(model);
+}
+
 /* ---- the run ---------------------------------------------------------------------------------- */
 
 static void usage(FILE *f) {
@@ -226,9 +394,11 @@ static void usage(FILE *f) {
           "  --config-at S          when the platform writes start (default 5)\n"
           "  --config-writes N      how many platform writes, 300 ms apart (default 5)\n"
           "  --data DIR             keep data and replica logs in DIR (default: a temp dir, removed)\n"
+          "  --report FILE          write the HTML report there (default %s; '' disables)\n"
+          "  --no-report            no report\n"
           "  --quiet                no live view, only the summary\n"
           "  -h, --help             show this help\n",
-          DEMO_REPLICAS_MAX);
+          DEMO_REPLICAS_MAX, DEMO_REPORT_DEFAULT);
 }
 
 int cmd_demo(int argc, char **argv) {
@@ -240,12 +410,14 @@ int cmd_demo(int argc, char **argv) {
       {"items", required_argument, 0, 'i'},      {"upstream-latency", required_argument, 0, 'l'},
       {"config-at", required_argument, 0, 'a'},  {"config-writes", required_argument, 0, 'w'},
       {"data", required_argument, 0, 'D'},       {"quiet", no_argument, 0, 'q'},
+      {"report", required_argument, 0, 'o'},     {"no-report", no_argument, 0, 'N'},
       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
   static demo d;
   /* Defaults leave headroom: a lock is held items x latency = 90 ms, so 8 resources
    * can serve ~88 events/s against 15 offered; trouble comes only from the causes. */
   d = (demo){.replicas = 3, .duration_s = 40, .msg_timeout_ms = 3000, .latency_ms = 30, .rate = 15,
-             .resources = 8, .items = 3, .config_at_s = 5, .config_writes = 5};
+             .resources = 8, .items = 3, .config_at_s = 5, .config_writes = 5,
+             .report = DEMO_REPORT_DEFAULT};
   int ch;
   while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (ch) {
@@ -270,6 +442,8 @@ int cmd_demo(int argc, char **argv) {
     case 'w': d.config_writes = cli_int_opt("demo", "--config-writes", optarg, 0, 1000); break;
     case 'D': snprintf(d.data, sizeof d.data, "%s", optarg); break;
     case 'q': d.quiet = true; break;
+    case 'o': d.report = optarg; break;
+    case 'N': d.report = NULL; break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -303,8 +477,10 @@ int cmd_demo(int argc, char **argv) {
   printf("ravel demo: %s, %d replicas, %lld events/s on %lld resources, message timeout %lld ms\n",
          d.incident ? "the incident (every cause on)" : "every fix on", d.replicas,
          (long long)d.rate, (long long)d.resources, (long long)d.msg_timeout_ms);
-  printf("ravel demo: coord 127.0.0.1:%u, queue 127.0.0.1:%u (HTTP %u), data %s\n",
-         rv_coord_port(d.coord), rv_qsrv_tcp_port(d.queue), rv_qsrv_http_port(d.queue), d.data);
+  printf("ravel demo: coord 127.0.0.1:%u (admin %u), queue 127.0.0.1:%u (HTTP %u), data %s\n",
+         rv_coord_port(d.coord), rv_coord_admin_port(d.coord), rv_qsrv_tcp_port(d.queue),
+         rv_qsrv_http_port(d.queue), d.data);
+  fflush(stdout); /* tools (ravel grab's test) read where coord and queue listen while it runs */
   /* The service overrides upstream.url: platform writes change nothing it sees. */
   coord_cmd(&d, "CFG.SET svc/billing upstream.url https://billing.upstream AUTHOR billing-team REASON %s",
             "service-specific endpoint");
@@ -330,9 +506,15 @@ int cmd_demo(int argc, char **argv) {
     int64_t elapsed_ms = (rv_now_ns() - d.started_ns) / RV_NS_PER_MS;
     /* Platform writes in quick succession, for other reasons: the effective value of the service does not change. */
     while (writes_done < d.config_writes && elapsed_ms >= d.config_at_s * 1000 + writes_done * 300) {
-      coord_cmd(&d, "CFG.SET platform upstream.url https://platform.upstream/v%lld AUTHOR other-team "
+      bool wrote = coord_cmd(&d, "CFG.SET platform upstream.url https://platform.upstream/v%lld AUTHOR other-team "
                     "REASON %s", (long long)writes_done + 2, "platform migration");
       writes_done++;
+      if (d.nmarkers < DEMO_MARKERS_MAX) {
+        demo_marker *mk = &d.markers[d.nmarkers++];
+        mk->t_ms = rv_wall_ns() / RV_NS_PER_MS;
+        snprintf(mk->label, sizeof mk->label, "platform write %lld of upstream.url%s", (long long)writes_done,
+                 wrote ? "" : " (failed)");
+      }
       if (writes_done == d.config_writes)
         d.config_done_ns = rv_now_ns();
       if (!d.quiet)
@@ -366,19 +548,24 @@ int cmd_demo(int argc, char **argv) {
   }
   int deadlocked = 0;
   double handled = 0;
+  /* The summary goes to stdout and, as text, into the report's diagnosis. */
+  char *sumtext = NULL;
+  size_t sumlen = 0;
+  FILE *sum = open_memstream(&sumtext, &sumlen);
+  FILE *out = sum ? sum : stdout;
   printf("\n=== summary ===\n");
-  printf("published %ld events; %lld still queued, in flight or deferred at the end\n",
+  fprintf(out, "published %ld events; %lld still queued, in flight or deferred at the end\n",
          atomic_load(&d.published), left);
   for (size_t i = 0; i < n; i++) {
     handled += st[i].messages > 0 ? st[i].messages : 0;
     if (!st[i].answered) {
-      printf("replica %s: did not answer its admin endpoint\n", st[i].who);
+      fprintf(out, "replica %s: did not answer its admin endpoint\n", st[i].who);
       continue;
     }
     bool dl = st[i].deadlocked > 0;
     deadlocked += dl;
-    printf("replica %s: %s; handled %.0f, %.0f handler threads, %.0f waiting on the client cache, "
-           "%.0f waiting for distributed locks, %.0f timeouts, %.0f late FINs, %.0f config rebuilds, "
+    fprintf(out, "replica %s: %s; handled %.0f, %.0f handler threads, %.0f waiting on the client cache, "
+           "%.0f waiting for distributed locks, %.0f timeout notifications, %.0f late FINs, %.0f config rebuilds, "
            "%.0f recursive read locks reported\n",
            st[i].who, dl ? "DEADLOCKED (its dump names the cycle: GET /debug/threads)" : "healthy",
            st[i].messages, st[i].handler_threads, st[i].cache_waiters, st[i].dlock_waits, st[i].timeouts,
@@ -386,16 +573,29 @@ int cmd_demo(int argc, char **argv) {
   }
   bool healthy = deadlocked == 0 && left == 0 && !interrupted;
   if (deadlocked)
-    printf("%d of %zu replicas deadlocked after the platform writes: a handler held the client cache's "
+    fprintf(out, "%d of %zu replicas deadlocked after the platform writes: a handler held the client cache's "
            "read lock and asked for it again behind the config watcher's write lock; the other replicas' "
            "handlers piled up behind the distributed locks it holds, and the backlog grew.\n",
            deadlocked, n);
   else if (left != 0)
-    printf("no replica deadlocked, but the backlog did not drain within %lld s\n",
+    fprintf(out, "no replica deadlocked, but the backlog did not drain within %lld s\n",
            (long long)(DEMO_DRAIN_NS / RV_NS_PER_S));
   else
-    printf("every replica stayed healthy through the platform writes; every event was handled\n");
-  printf("verdict: %s (handled %.0f events)\n", healthy ? "HEALTHY" : "UNHEALTHY", handled);
+    fprintf(out, "every replica stayed healthy through the platform writes; every event was handled\n");
+  fprintf(out, "verdict: %s (handled %.0f events)\n", healthy ? "HEALTHY" : "UNHEALTHY", handled);
+  if (sum) {
+    fclose(sum);
+    fputs(sumtext, stdout);
+  }
+  /* An unhealthy run ends with the cross-process diagnosis, taken live. */
+  json_t *diag = healthy ? NULL : demo_unravel(&d);
+  if (diag)
+    printf("\n=== diagnosis (ravel unravel) ===\n%s", json_string_value(json_object_get(diag, "text")));
+  if (d.report && *d.report)
+    write_report(&d, sumtext, healthy, diag, stdout);
+  json_decref(diag);
+  free(sumtext);
+  fflush(stdout);
   status = healthy ? 0 : 1;
   cli_top_free(view);
 out:

@@ -17,6 +17,8 @@ static const subcommand subcommands[] = {
     {"demo", cmd_demo, "replay the incident on real processes (--incident) or show it fixed"},
     {"top", cmd_top, "a live per-replica view of the services, the queue and the locks"},
     {"svc", cmd_svc, "run one replica of the incident's reference service"},
+    {"grab", cmd_grab, "capture every process's evidence into one archive (before a restart)"},
+    {"unravel", cmd_unravel, "join every process's locks and waits into one diagnosis"},
 };
 
 static void usage(FILE *f) {

@@ -15,6 +15,7 @@
  * (can reach it by edges): the pile-up behind the deadlock.
  */
 #include "obs/registry.h"
+#include "obs/scc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -147,79 +148,6 @@ static void graph_free(graph *g) {
   free(g->why);
 }
 
-/*
- * Tarjan's strongly connected components, iteratively (a deadlocked service
- * can have thousands of threads; recursion depth must not follow).
- * comp[i] receives the component number of node i.
- */
-static bool tarjan(const graph *g, size_t *comp, size_t *ncomp) {
-  size_t n = g->n;
-  const size_t UNSET = (size_t)-1;
-  size_t *index = malloc((n ? n : 1) * sizeof *index);
-  size_t *low = malloc((n ? n : 1) * sizeof *low);
-  bool *on = calloc(n ? n : 1, sizeof *on);
-  size_t *stack = malloc((n ? n : 1) * sizeof *stack);
-  size_t *cs_node = malloc((n ? n : 1) * sizeof *cs_node); /* call stack */
-  size_t *cs_edge = malloc((n ? n : 1) * sizeof *cs_edge);
-  bool ok = index && low && on && stack && cs_node && cs_edge;
-  if (ok) {
-    for (size_t i = 0; i < n; i++)
-      index[i] = UNSET;
-    size_t next = 0, sp = 0, nc = 0;
-    for (size_t root = 0; root < n; root++) {
-      if (index[root] != UNSET)
-        continue;
-      size_t csp = 0;
-      cs_node[csp] = root;
-      cs_edge[csp] = g->off[root];
-      csp++;
-      index[root] = low[root] = next++;
-      stack[sp++] = root;
-      on[root] = true;
-      while (csp > 0) {
-        size_t v = cs_node[csp - 1];
-        if (cs_edge[csp - 1] < g->off[v + 1]) {
-          size_t w = g->dst[cs_edge[csp - 1]++];
-          if (index[w] == UNSET) {
-            index[w] = low[w] = next++;
-            stack[sp++] = w;
-            on[w] = true;
-            cs_node[csp] = w;
-            cs_edge[csp] = g->off[w];
-            csp++;
-          } else if (on[w] && index[w] < low[v]) {
-            low[v] = index[w];
-          }
-          continue;
-        }
-        if (low[v] == index[v]) {
-          size_t w;
-          do {
-            w = stack[--sp];
-            on[w] = false;
-            comp[w] = nc;
-          } while (w != v);
-          nc++;
-        }
-        csp--;
-        if (csp > 0) {
-          size_t u = cs_node[csp - 1];
-          if (low[v] < low[u])
-            low[u] = low[v];
-        }
-      }
-    }
-    *ncomp = nc;
-  }
-  free(index);
-  free(low);
-  free(on);
-  free(stack);
-  free(cs_node);
-  free(cs_edge);
-  return ok;
-}
-
 static bool has_self_edge(const graph *g, size_t v) {
   for (size_t e = g->off[v]; e < g->off[v + 1]; e++)
     if (g->dst[e] == v)
@@ -323,7 +251,7 @@ rv_deadlocks *rv_deadlocks_find(const rv_snapshot *s) {
   graph g = {0};
   size_t *comp = calloc(n, sizeof *comp);
   size_t *size = NULL, ncomp = 0;
-  bool ok = comp && build_graph(s, &g) && tarjan(&g, comp, &ncomp);
+  bool ok = comp && build_graph(s, &g) && rv_scc(g.n, g.off, g.dst, comp, &ncomp);
   if (ok)
     ok = (size = calloc(ncomp, sizeof *size)) != NULL;
   if (ok) {

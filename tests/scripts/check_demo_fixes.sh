@@ -5,8 +5,11 @@
 #   release  per-iteration release: no recursive read lock, so no deadlock
 #   rebuild  rebuild only on effective change: the no-op platform writes rebuild
 #            nothing, so no deadlock
-#   (cancel: its effect, a pile-up that plateaus instead of growing linearly,
-#    shows only over longer runs than a test should take; not checked here)
+#   cancel   handler contexts cancelled on the queue's timeout notification, and
+#            every lock wait honours them: the waits for the distributed locks
+#            are withdrawn, so handler threads stay bounded on every replica,
+#            and even the recursive read wait gives up, so no deadlock lasts
+#            (the incident run in check_demo.sh shows the unbounded pile-up)
 #   held     held slots: a stuck handler keeps its slot, so no replica is handed
 #            more work than RDY: handler threads stay bounded everywhere
 #   detect   the recursive read is reported on the first message, before any
@@ -21,7 +24,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 run() {  # run NAME ARGS...: the demo's summary lines
   local out
   out=$(timeout 120 "$bin" demo --incident --quiet --duration 12 --config-at 2 --config-writes 10 \
-    --msg-timeout 2000 "$@")
+    --msg-timeout 2000 --no-report "$@")
   echo "$out" | sed -n '/=== summary ===/,$p' >&2
   printf '%s\n' "$out"
 }
@@ -38,6 +41,15 @@ grep -q DEADLOCKED <<<"$out" && fail "--fix rebuild: a replica still deadlocked"
 grep -q ', [1-9][0-9]* config rebuilds' <<<"$out" && fail "--fix rebuild: the no-op platform writes rebuilt a client"
 echo "ok: --fix rebuild: no rebuild, no deadlock"
 
+out=$(run --fix cancel)
+grep -q DEADLOCKED <<<"$out" && fail "--fix cancel: a deadlock outlived the message timeout"
+while IFS= read -r line; do
+  t=$(threads "$line")
+  [ -n "$t" ] && [ "$t" -gt $RDY_BOUND ] && fail "--fix cancel: handler threads piled up beyond $RDY_BOUND: $line"
+done < <(grep '^replica ' <<<"$out")
+grep -q ', [1-9][0-9]* timeout notifications' <<<"$out" || fail "--fix cancel: no timeout notification reached a replica"
+echo "ok: --fix cancel: waits withdrawn on timeout, handler threads bounded, no lasting deadlock"
+
 out=$(run --fix held)
 while IFS= read -r line; do
   t=$(threads "$line")
@@ -45,7 +57,7 @@ while IFS= read -r line; do
 done < <(grep '^replica ' <<<"$out")
 echo "ok: --fix held: handler threads stay within $RDY_BOUND on every replica"
 
-out=$(timeout 60 "$bin" demo --incident --fix detect --quiet --duration 3 --config-writes 0)
+out=$(timeout 60 "$bin" demo --incident --fix detect --quiet --duration 3 --config-writes 0 --no-report)
 echo "$out" | sed -n '/=== summary ===/,$p'
 grep -q ', [1-9][0-9]* recursive read locks reported' <<<"$out" \
   || fail "--fix detect: no recursive read lock reported"
