@@ -12,6 +12,7 @@ int cmd_demo(int argc, char **argv);
 int cmd_svc(int argc, char **argv);
 int cmd_grab(int argc, char **argv);
 int cmd_unravel(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
 
 /*
  * An integer option value within [lo, hi]; on anything else prints

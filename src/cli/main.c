@@ -19,6 +19,7 @@ static const subcommand subcommands[] = {
     {"svc", cmd_svc, "run one replica of the incident's reference service"},
     {"grab", cmd_grab, "capture every process's evidence into one archive (before a restart)"},
     {"unravel", cmd_unravel, "join every process's locks and waits into one diagnosis"},
+    {"sim", cmd_sim, "run a scenario in the deterministic simulator (virtual time, seeds)"},
 };
 
 static void usage(FILE *f) {

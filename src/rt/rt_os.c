@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "obs/registry.h"
 #include "rt/rt_internal.h"
+#include "rt/sim.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,20 +32,26 @@
 /* ---- clock --------------------------------------------------------------- */
 
 int64_t rv_now_ns(void) {
+  if (rv__sim_active())
+    return rv__sim_now_ns();
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * RV_NS_PER_S + ts.tv_nsec;
 }
 
 int64_t rv_wall_ns(void) {
+  if (rv__sim_active())
+    return rv__sim_wall_ns();
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec * RV_NS_PER_S + ts.tv_nsec;
 }
 
-int rv_getpid(void) { return (int)getpid(); }
+int rv_getpid(void) { return rv__sim_active() ? rv__sim_getpid() : (int)getpid(); }
 
 uint64_t rv_rng_os_seed(void) {
+  if (rv__sim_active())
+    return rv__sim_rng_os_seed();
   uint64_t seed = 0;
   if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed)
     seed = (uint64_t)rv_wall_ns() ^ ((uint64_t)getpid() << 32);
@@ -57,8 +64,16 @@ _Static_assert(sizeof(pthread_mutex_t) <= sizeof(rv_rawmu), "rv_rawmu too small"
 
 void rv_rawmu_init(rv_rawmu *m) { pthread_mutex_init((pthread_mutex_t *)m->opaque, NULL); }
 void rv_rawmu_destroy(rv_rawmu *m) { pthread_mutex_destroy((pthread_mutex_t *)m->opaque); }
-void rv_rawmu_lock(rv_rawmu *m) { pthread_mutex_lock((pthread_mutex_t *)m->opaque); }
-void rv_rawmu_unlock(rv_rawmu *m) { pthread_mutex_unlock((pthread_mutex_t *)m->opaque); }
+/* Under the simulator: one OS thread, no preemption inside a coroutine, and a raw
+ * critical section never spans a park, so there is nothing to exclude. */
+void rv_rawmu_lock(rv_rawmu *m) {
+  if (!rv__sim_active())
+    pthread_mutex_lock((pthread_mutex_t *)m->opaque);
+}
+void rv_rawmu_unlock(rv_rawmu *m) {
+  if (!rv__sim_active())
+    pthread_mutex_unlock((pthread_mutex_t *)m->opaque);
+}
 
 /* ---- parker ---------------------------------------------------------------- */
 
@@ -81,6 +96,10 @@ static void deadline_to_timespec(int64_t deadline_ns, struct timespec *ts) {
 }
 
 void rv__park(rv_thread *self, int64_t deadline_ns) {
+  if (rv__sim_active()) {
+    rv__sim_park(self, deadline_ns);
+    return;
+  }
   os_thread *o = os_of(self);
   pthread_mutex_lock(&o->mu);
   while (!o->permit) {
@@ -99,6 +118,10 @@ void rv__park(rv_thread *self, int64_t deadline_ns) {
 }
 
 void rv__unpark(rv_thread *t) {
+  if (rv__sim_active()) {
+    rv__sim_unpark(t);
+    return;
+  }
   os_thread *o = os_of(t);
   pthread_mutex_lock(&o->mu);
   o->permit = true;
@@ -173,6 +196,8 @@ static void rt_init(void) {
 }
 
 rv_registry *rv_registry_current(void) {
+  if (rv__sim_active())
+    return rv__sim_registry_current();
   pthread_once(&rt_once, rt_init);
   return rt_registry;
 }
@@ -229,6 +254,8 @@ static void *thread_main(void *arg) {
 
 int rv_thread_start(rv_thread **out, const char *name, const char *role, void (*fn)(void *),
                     void *arg) {
+  if (rv__sim_active())
+    return rv__sim_thread_start(out, name, role, fn, arg);
   rv_registry *reg = rt_self ? rt_self->reg : rv_registry_current();
   rv_thread *t = thread_alloc(name, role);
   if (!t)
@@ -248,6 +275,8 @@ int rv_thread_start(rv_thread **out, const char *name, const char *role, void (*
 }
 
 int rv_thread_join(rv_thread *t) {
+  if (rv__sim_active())
+    return rv__sim_thread_join(t);
   rv_thread *self = rv_thread_self();
   rv__wait_begin(self, RV_WAIT_JOIN, t->id, t->name, __FILE__, __LINE__);
   int rc = pthread_join(os_of(t)->pt, NULL);
@@ -258,6 +287,8 @@ int rv_thread_join(rv_thread *t) {
 }
 
 rv_thread *rv_thread_self(void) {
+  if (rv__sim_active())
+    return rv__sim_thread_self();
   if (rt_self)
     return rt_self;
   pthread_once(&rt_once, rt_init);
@@ -284,6 +315,8 @@ void rv_thread_adopt(const char *name, const char *role) {
 }
 
 void rv_thread_forget(void) {
+  if (rv__sim_active())
+    return; /* simulated threads are not adopted */
   rv_thread *t = rt_self;
   if (!t || !t->adopted)
     return;
@@ -404,6 +437,8 @@ static int resolve(const char *host, uint16_t port, int flags, struct addrinfo *
 }
 
 int rv_tcp_connect(rv_conn **out, const char *host, uint16_t port, rv_ctx *ctx) {
+  if (rv__sim_active())
+    return rv__sim_tcp_connect(out, host, port, ctx);
   struct addrinfo *res;
   int rc = resolve(host, port, 0, &res);
   if (rc)
@@ -448,6 +483,8 @@ int rv_tcp_connect(rv_conn **out, const char *host, uint16_t port, rv_ctx *ctx) 
 }
 
 ssize_t rv_conn_read(rv_conn *c, void *buf, size_t len, rv_ctx *ctx) {
+  if (rv__sim_active())
+    return rv__sim_conn_read(c, buf, len, ctx);
   for (;;) {
     ssize_t n = recv(c->fd, buf, len, 0);
     if (n >= 0)
@@ -476,6 +513,8 @@ int rv_conn_read_full(rv_conn *c, void *buf, size_t len, rv_ctx *ctx) {
 }
 
 int rv_conn_write_all(rv_conn *c, const void *buf, size_t len, rv_ctx *ctx) {
+  if (rv__sim_active())
+    return rv__sim_conn_write_all(c, buf, len, ctx);
   size_t put = 0;
   while (put < len) {
     ssize_t n = send(c->fd, (const char *)buf + put, len - put, MSG_NOSIGNAL);
@@ -494,23 +533,43 @@ int rv_conn_write_all(rv_conn *c, const void *buf, size_t len, rv_ctx *ctx) {
   return RV_OK;
 }
 
-void rv_conn_set_read_deadline(rv_conn *c, int64_t deadline_ns) { c->rd_deadline_ns = deadline_ns; }
-void rv_conn_set_write_deadline(rv_conn *c, int64_t deadline_ns) { c->wr_deadline_ns = deadline_ns; }
+void rv_conn_set_read_deadline(rv_conn *c, int64_t deadline_ns) {
+  if (rv__sim_active())
+    rv__sim_conn_set_read_deadline(c, deadline_ns);
+  else
+    c->rd_deadline_ns = deadline_ns;
+}
+void rv_conn_set_write_deadline(rv_conn *c, int64_t deadline_ns) {
+  if (rv__sim_active())
+    rv__sim_conn_set_write_deadline(c, deadline_ns);
+  else
+    c->wr_deadline_ns = deadline_ns;
+}
 
 int rv_conn_shutdown_write(rv_conn *c) {
+  if (rv__sim_active())
+    return rv__sim_conn_shutdown_write(c);
   return shutdown(c->fd, SHUT_WR) == 0 ? RV_OK : errno_to_rv(errno);
 }
 
 void rv_conn_close(rv_conn *c) {
+  if (rv__sim_active()) {
+    rv__sim_conn_close(c);
+    return;
+  }
   if (!c)
     return;
   close(c->fd);
   free(c);
 }
 
-const char *rv_conn_peer(const rv_conn *c) { return c->peer; }
+const char *rv_conn_peer(const rv_conn *c) {
+  return rv__sim_active() ? rv__sim_conn_peer(c) : c->peer;
+}
 
 int rv_tcp_listen(rv_listener **out, const char *host, uint16_t port, int backlog) {
+  if (rv__sim_active())
+    return rv__sim_tcp_listen(out, host, port, backlog);
   struct addrinfo *res;
   int rc = resolve(host, port, AI_PASSIVE, &res);
   if (rc)
@@ -547,9 +606,13 @@ int rv_tcp_listen(rv_listener **out, const char *host, uint16_t port, int backlo
   return rc;
 }
 
-uint16_t rv_listener_port(const rv_listener *l) { return l->port; }
+uint16_t rv_listener_port(const rv_listener *l) {
+  return rv__sim_active() ? rv__sim_listener_port(l) : l->port;
+}
 
 int rv_listener_accept(rv_listener *l, rv_conn **out, rv_ctx *ctx) {
+  if (rv__sim_active())
+    return rv__sim_listener_accept(l, out, ctx);
   for (;;) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -575,6 +638,10 @@ int rv_listener_accept(rv_listener *l, rv_conn **out, rv_ctx *ctx) {
 }
 
 void rv_listener_close(rv_listener *l) {
+  if (rv__sim_active()) {
+    rv__sim_listener_close(l);
+    return;
+  }
   if (!l)
     return;
   close(l->fd);

@@ -13,8 +13,15 @@
  * Timers never fire early: libuv's timers count whole milliseconds of a
  * cached clock, so the callback re-checks rv_now_ns() and re-arms for the
  * remainder if it woke before its deadline.
+ *
+ * Under the simulator (rv__sim_active: a simulated world runs on this OS
+ * thread) every public function forwards to loop_sim.c instead.
  */
 #include "server/loop.h"
+#include "server/loop_buf.h"
+
+#include "rt/sim.h"
+#include "server/loop_sim.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -23,17 +30,13 @@
 #include <uv.h>
 
 /* Handles the loop owns carry this tag in ->data's first field on close. */
-typedef struct buf {
-  char *p;
-  size_t len, cap;
-} buf;
 
 struct rv_sconn {
   uv_tcp_t tcp;
   rv_loop *loop;
   const rv_sconn_handler *h;
   void *state;
-  buf in, out, wbuf;
+  rv__lbuf in, out, wbuf;
   uv_write_t wreq;
   bool writing, closing, closed_handle, paused, dirty, resume_pending, opened;
   char peer[64];
@@ -78,24 +81,6 @@ struct rv_wakeup {
   void (*cb)(void *);
   void *arg;
 };
-
-static bool buf_reserve(buf *b, size_t extra, size_t max) {
-  if (b->len + extra <= b->cap)
-    return true;
-  size_t cap = b->cap ? b->cap : 16384;
-  while (cap < b->len + extra)
-    cap *= 2;
-  if (cap > max)
-    cap = max;
-  if (cap < b->len + extra)
-    return false;
-  char *p = realloc(b->p, cap);
-  if (!p)
-    return false;
-  b->p = p;
-  b->cap = cap;
-  return true;
-}
 
 /* ---- closing ---------------------------------------------------------------------- */
 
@@ -153,13 +138,11 @@ static void flush(rv_sconn *c) {
     size_t rest = c->out.len - done;
     if (rest > 0) {
       /* Pin the remainder in wbuf for one uv_write; out starts empty again. */
-      buf tmp = c->wbuf;
+      rv__lbuf tmp = c->wbuf;
       c->wbuf = c->out;
       c->out = tmp;
       c->out.len = 0;
-      if (done)
-        memmove(c->wbuf.p, c->wbuf.p + done, rest);
-      c->wbuf.len = rest;
+      rv__lbuf_consume(&c->wbuf, done);
       uv_buf_t wb = uv_buf_init(c->wbuf.p, (unsigned)rest);
       c->wreq.data = c;
       if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &wb, 1, write_done) != 0) {
@@ -195,9 +178,13 @@ static void mark_dirty(rv_sconn *c) {
 }
 
 void rv_sconn_write(rv_sconn *c, const void *p, size_t len) {
+  if (rv__sim_active()) {
+    rv__simloop_write(c, p, len);
+    return;
+  }
   if (c->closing || len == 0)
     return;
-  if (!buf_reserve(&c->out, len, c->loop->opts.output_max_bytes)) {
+  if (!rv__lbuf_reserve(&c->out, len, c->loop->opts.output_max_bytes)) {
     /* A peer that does not read: drop it rather than grow without bound. */
     c->closing = true;
     c->out.len = 0;
@@ -209,9 +196,15 @@ void rv_sconn_write(rv_sconn *c, const void *p, size_t len) {
   mark_dirty(c);
 }
 
-size_t rv_sconn_out_bytes(const rv_sconn *c) { return c->out.len + c->wbuf.len; }
+size_t rv_sconn_out_bytes(const rv_sconn *c) {
+  return rv__sim_active() ? rv__simloop_out_bytes(c) : c->out.len + c->wbuf.len;
+}
 
 void rv_sconn_close(rv_sconn *c) {
+  if (rv__sim_active()) {
+    rv__simloop_close(c);
+    return;
+  }
   if (c->closing)
     return;
   c->closing = true;
@@ -219,8 +212,12 @@ void rv_sconn_close(rv_sconn *c) {
   mark_dirty(c);
 }
 
-const char *rv_sconn_peer(const rv_sconn *c) { return c->peer; }
-rv_loop *rv_sconn_loop(const rv_sconn *c) { return c->loop; }
+const char *rv_sconn_peer(const rv_sconn *c) {
+  return rv__sim_active() ? rv__simloop_peer(c) : c->peer;
+}
+rv_loop *rv_sconn_loop(const rv_sconn *c) {
+  return rv__sim_active() ? rv__simloop_conn_loop(c) : c->loop;
+}
 
 /* ---- input ------------------------------------------------------------------------ */
 
@@ -228,13 +225,7 @@ rv_loop *rv_sconn_loop(const rv_sconn *c) { return c->loop; }
 static void offer(rv_sconn *c) {
   if (c->paused || c->closing || c->in.len == 0)
     return;
-  size_t used = c->h->on_data(c->state, c->in.p, c->in.len);
-  if (used > c->in.len)
-    used = c->in.len;
-  if (used) {
-    memmove(c->in.p, c->in.p + used, c->in.len - used);
-    c->in.len -= used;
-  }
+  rv__lbuf_offer(&c->in, c->h->on_data, c->state);
 }
 
 static void alloc_cb(uv_handle_t *hnd, size_t suggested, uv_buf_t *out) {
@@ -243,7 +234,7 @@ static void alloc_cb(uv_handle_t *hnd, size_t suggested, uv_buf_t *out) {
   size_t room = c->loop->opts.input_max_bytes - c->in.len;
   if (want > room)
     want = room;
-  if (want == 0 || !buf_reserve(&c->in, want, c->loop->opts.input_max_bytes)) {
+  if (want == 0 || !rv__lbuf_reserve(&c->in, want, c->loop->opts.input_max_bytes)) {
     *out = uv_buf_init(NULL, 0);
     return;
   }
@@ -274,9 +265,18 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   offer(c);
 }
 
-void rv_sconn_pause(rv_sconn *c) { c->paused = true; }
+void rv_sconn_pause(rv_sconn *c) {
+  if (rv__sim_active())
+    rv__simloop_pause(c);
+  else
+    c->paused = true;
+}
 
 void rv_sconn_resume(rv_sconn *c) {
+  if (rv__sim_active()) {
+    rv__simloop_resume(c);
+    return;
+  }
   if (!c->paused || c->closing)
     return;
   c->paused = false;
@@ -380,6 +380,8 @@ static void signal_cb(uv_signal_t *s, int signum) { do_stop(s->data); }
 /* ---- public ------------------------------------------------------------------------- */
 
 int rv_loop_new(rv_loop **out, const rv_loop_opts *opts) {
+  if (rv__sim_active())
+    return rv__simloop_new(out, opts);
   rv_loop *loop = calloc(1, sizeof *loop);
   if (!loop)
     return RV_ENOMEM;
@@ -414,6 +416,8 @@ int rv_loop_new(rv_loop **out, const rv_loop_opts *opts) {
 }
 
 int rv_loop_stop_on_signals(rv_loop *loop) {
+  if (rv__sim_active())
+    return RV_OK; /* no signals in a simulated world */
   uv_signal_init(&loop->uv, &loop->sig_int);
   uv_signal_init(&loop->uv, &loop->sig_term);
   loop->sig_int.data = loop->sig_term.data = loop;
@@ -427,6 +431,8 @@ int rv_loop_stop_on_signals(rv_loop *loop) {
 
 int rv_loop_listen(rv_loop *loop, const char *host, uint16_t port, const rv_sconn_handler *h,
                    void *server, uint16_t *bound_port) {
+  if (rv__sim_active())
+    return rv__simloop_listen(loop, host, port, h, server, bound_port);
   if (loop->nlisteners >= RV_LOOP_LISTENERS_MAX)
     return RV_ELIMIT;
   struct sockaddr_storage ss;
@@ -460,15 +466,26 @@ int rv_loop_listen(rv_loop *loop, const char *host, uint16_t port, const rv_scon
 }
 
 int rv_loop_run(rv_loop *loop) {
+  if (rv__sim_active())
+    return rv__simloop_run(loop);
   uv_run(&loop->uv, UV_RUN_DEFAULT); /* until rv_loop_stop, or nothing is left to wait for */
   /* Let close callbacks run (connections report on_close). */
   uv_run(&loop->uv, UV_RUN_NOWAIT);
   return RV_OK;
 }
 
-void rv_loop_stop(rv_loop *loop) { uv_async_send(&loop->stop_async); }
+void rv_loop_stop(rv_loop *loop) {
+  if (rv__sim_active())
+    rv__simloop_stop(loop);
+  else
+    uv_async_send(&loop->stop_async);
+}
 
 void rv_loop_free(rv_loop *loop) {
+  if (rv__sim_active()) {
+    rv__simloop_free(loop);
+    return;
+  }
   if (!loop)
     return;
   if (!loop->stopping)
@@ -502,6 +519,8 @@ static void timer_cb(uv_timer_t *h) {
 }
 
 rv_timer *rv_timer_new(rv_loop *loop, void (*cb)(void *), void *arg) {
+  if (rv__sim_active())
+    return rv__simloop_timer_new(loop, cb, arg);
   rv_timer *t = calloc(1, sizeof *t);
   if (!t)
     return NULL;
@@ -515,6 +534,10 @@ rv_timer *rv_timer_new(rv_loop *loop, void (*cb)(void *), void *arg) {
 }
 
 void rv_timer_set(rv_timer *t, int64_t deadline_ns) {
+  if (rv__sim_active()) {
+    rv__simloop_timer_set(t, deadline_ns);
+    return;
+  }
   t->deadline_ns = deadline_ns;
   if (deadline_ns == RV_NO_DEADLINE) {
     uv_timer_stop(&t->t);
@@ -527,6 +550,10 @@ void rv_timer_set(rv_timer *t, int64_t deadline_ns) {
 }
 
 void rv_timer_stop(rv_timer *t) {
+  if (rv__sim_active()) {
+    rv__simloop_timer_stop(t);
+    return;
+  }
   t->deadline_ns = RV_NO_DEADLINE;
   uv_timer_stop(&t->t);
 }
@@ -534,6 +561,10 @@ void rv_timer_stop(rv_timer *t) {
 static void free_on_close(uv_handle_t *h) { free(h->data); }
 
 void rv_timer_free(rv_timer *t) {
+  if (rv__sim_active()) {
+    rv__simloop_timer_free(t);
+    return;
+  }
   if (!t)
     return;
   uv_timer_stop(&t->t);
@@ -546,6 +577,8 @@ static void wakeup_cb(uv_async_t *a) {
 }
 
 rv_wakeup *rv_wakeup_new(rv_loop *loop, void (*cb)(void *), void *arg) {
+  if (rv__sim_active())
+    return rv__simloop_wakeup_new(loop, cb, arg);
   rv_wakeup *w = calloc(1, sizeof *w);
   if (!w)
     return NULL;
@@ -557,9 +590,18 @@ rv_wakeup *rv_wakeup_new(rv_loop *loop, void (*cb)(void *), void *arg) {
   return w;
 }
 
-void rv_wakeup_send(rv_wakeup *w) { uv_async_send(&w->a); }
+void rv_wakeup_send(rv_wakeup *w) {
+  if (rv__sim_active())
+    rv__simloop_wakeup_send(w);
+  else
+    uv_async_send(&w->a);
+}
 
 void rv_wakeup_free(rv_wakeup *w) {
+  if (rv__sim_active()) {
+    rv__simloop_wakeup_free(w);
+    return;
+  }
   if (w)
     uv_close((uv_handle_t *)&w->a, free_on_close);
 }
