@@ -47,8 +47,8 @@ test: bootstrap
 # The main job: the incident on real processes, then the same load with every fix.
 # The incident run's exit status is 1 by design (it ends unhealthy); the fixed run must be healthy.
 demo: bootstrap build
-	-$(BUILD)/ravel demo --incident --duration 30
-	$(BUILD)/ravel demo --duration 30
+	-$(BUILD)/ravel demo --incident --duration 30 --report ravel-demo-incident.html
+	$(BUILD)/ravel demo --duration 30 --report ravel-demo-fixed.html
 
 install: build
 	cmake --install $(BUILD)
