@@ -28,7 +28,7 @@ typedef struct cli_replica_stats {
   char who[96];
   bool answered;
   double messages, handler_threads, cache_waiters, dlock_waits, in_flight, timeouts, late_fins,
-      deadlocked, rebuilds, recursive_reads;
+      deadlocked, deadlock_age_s, rebuilds, recursive_reads;
 } cli_replica_stats;
 cli_top *cli_top_new(const char *coord_host, uint16_t coord_port, const char *queue_host,
                      uint16_t queue_http_port);

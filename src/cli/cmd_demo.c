@@ -530,7 +530,11 @@ int cmd_demo(int argc, char **argv) {
   atomic_store(&d.stop_load, true);
   rv_thread_join(load);
   /* Let a healthy system finish what it was given; a deadlocked one never will, so stop
-   * waiting as soon as a replica reports a cycle. */
+   * waiting as soon as a replica's cycle has stood longer than two message timeouts: by
+   * then, cancellation on timeout (the cancel fix) would have broken it.  A younger one
+   * may be one of the transient deadlocks the cancel fix leaves (each lasts at most a
+   * message timeout). */
+  double lasting_s = 2.0 * (double)d.msg_timeout_ms / 1000.0 + 1.0;
   cli_replica_stats st[DEMO_REPLICAS_MAX];
   cli_top_render(view, stdout); /* a last view, which also refreshes the replica list */
   until = rv_now_ns() + DEMO_DRAIN_NS;
@@ -541,7 +545,7 @@ int cmd_demo(int argc, char **argv) {
     n = cli_top_replicas(view, st, DEMO_REPLICAS_MAX);
     bool any_deadlock = false;
     for (size_t i = 0; i < n; i++)
-      any_deadlock |= st[i].deadlocked > 0;
+      any_deadlock |= st[i].deadlocked > 0 && st[i].deadlock_age_s >= lasting_s;
     if (left == 0 || any_deadlock || rv_now_ns() >= until || interrupted)
       break;
     rv_sleep(NULL, 200 * RV_NS_PER_MS);
@@ -562,12 +566,18 @@ int cmd_demo(int argc, char **argv) {
       fprintf(out, "replica %s: did not answer its admin endpoint\n", st[i].who);
       continue;
     }
-    bool dl = st[i].deadlocked > 0;
+    bool dl = st[i].deadlocked > 0 && st[i].deadlock_age_s >= lasting_s;
     deadlocked += dl;
+    char state[160] = "healthy";
+    if (dl)
+      snprintf(state, sizeof state, "DEADLOCKED (its dump names the cycle: GET /debug/threads)");
+    else if (st[i].deadlocked > 0)
+      snprintf(state, sizeof state, "in a deadlock for %.1f s, less than two message timeouts "
+               "(cancellation on timeout may still break it)", st[i].deadlock_age_s);
     fprintf(out, "replica %s: %s; handled %.0f, %.0f handler threads, %.0f waiting on the client cache, "
            "%.0f waiting for distributed locks, %.0f timeout notifications, %.0f late FINs, %.0f config rebuilds, "
            "%.0f recursive read locks reported\n",
-           st[i].who, dl ? "DEADLOCKED (its dump names the cycle: GET /debug/threads)" : "healthy",
+           st[i].who, state,
            st[i].messages, st[i].handler_threads, st[i].cache_waiters, st[i].dlock_waits, st[i].timeouts,
            st[i].late_fins, st[i].rebuilds, st[i].recursive_reads);
   }

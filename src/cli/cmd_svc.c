@@ -32,6 +32,12 @@ static void usage(FILE *f) {
           "  --max-in-flight N      messages in flight (RDY) (default %d)\n"
           "  --msg-timeout MS       message timeout asked of the queue (default %d)\n"
           "  --upstream-latency MS  simulated upstream call per item (default %d)\n"
+          "  --snapshot-dir DIR     every --snapshot-every S, write this replica's evidence\n"
+          "                         (dumps, locks, metrics, history) to DIR/SERVICE-REPLICA/\n"
+          "                         snap-UNIXMS/, keeping the last --snapshot-keep N: what a\n"
+          "                         crash or an OOM kill leaves behind (default: off)\n"
+          "  --snapshot-every S     seconds between snapshots (default %d)\n"
+          "  --snapshot-keep N      snapshots kept (default %d)\n"
           "  --incident             every bug below on\n"
           "  --bug NAME             turn one bug on\n"
           "  --fix NAME             turn one fix on (bug off); flags apply in order\n"
@@ -47,7 +53,7 @@ static void usage(FILE *f) {
           "  detect   fix: recursive read detection \"warn\"; bug: \"off\"\n",
           RV_SVC_DEFAULT_SERVICE, RV_SVC_DEFAULT_TOPIC, RV_SVC_DEFAULT_CHANNEL,
           RV_SVC_DEFAULT_MAX_IN_FLIGHT, RV_SVC_DEFAULT_MSG_TIMEOUT_MS,
-          RV_SVC_DEFAULT_UPSTREAM_LATENCY_MS);
+          RV_SVC_DEFAULT_UPSTREAM_LATENCY_MS, RV_SVC_SNAPSHOT_EVERY_MS / 1000, RV_SVC_SNAPSHOT_KEEP);
 }
 
 /* "HOST:PORT" (or ":PORT", or "PORT") into host (static storage: the option string) and port. */
@@ -85,6 +91,9 @@ int cmd_svc(int argc, char **argv) {
       {"max-in-flight", required_argument, 0, 'm'},
       {"msg-timeout", required_argument, 0, 'T'},
       {"upstream-latency", required_argument, 0, 'u'},
+      {"snapshot-dir", required_argument, 0, 'S'},
+      {"snapshot-every", required_argument, 0, 'E'},
+      {"snapshot-keep", required_argument, 0, 'K'},
       {"incident", no_argument, 0, 'I'},
       {"bug", required_argument, 0, 'b'},
       {"fix", required_argument, 0, 'f'},
@@ -106,6 +115,11 @@ int cmd_svc(int argc, char **argv) {
     case 'u':
       o.upstream_latency_ms = cli_int_opt("svc", "--upstream-latency", optarg, 0, 600000);
       break;
+    case 'S': o.snapshot_dir = optarg; break;
+    case 'E':
+      o.snapshot_every_ms = cli_int_opt("svc", "--snapshot-every", optarg, 1, 86400) * 1000;
+      break;
+    case 'K': o.snapshot_keep = (int)cli_int_opt("svc", "--snapshot-keep", optarg, 1, 1000); break;
     case 'I':
       for (int i = 0; i < RV_SVC_BUG_COUNT; i++)
         o.bugs[i] = true;

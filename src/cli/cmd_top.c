@@ -333,6 +333,7 @@ size_t cli_top_replicas(cli_top *t, cli_replica_stats *out, size_t cap) {
     o->timeouts = metric(text, "ravel_svc_timeouts_total");
     o->late_fins = metric(text, "ravel_svc_late_fins_total");
     o->deadlocked = metric(text, "ravel_deadlocked_threads");
+    o->deadlock_age_s = metric(text, "ravel_deadlock_age_seconds");
     o->rebuilds = metric(text, "ravel_svc_config_rebuilds_total");
     o->recursive_reads = metric(text, "ravel_rwlock_recursive_reads_total");
     free(text);

@@ -11,9 +11,11 @@
  *   ravel_lock_order_reports_total          lock-order inversions reported
  *   ravel_deadlocked_threads                threads in a wait-for cycle
  *   ravel_deadlock_blocked_threads          threads blocked behind such a cycle
+ *   ravel_deadlock_age_seconds              how long the oldest such cycle has stood
  */
 #include "obs/admin.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,9 +113,19 @@ void rv_registry_collect(rv_metrics_writer *w, void *registry) {
 
   rv_deadlocks *d = rv_deadlocks_find(s);
   size_t in_cycle = 0, blocked = 0;
+  int64_t oldest_ns = 0; /* the oldest cycle's age: it formed when its last member began to wait */
   for (size_t i = 0; d && i < d->n; i++) {
     in_cycle += d->items[i].nsteps;
     blocked += d->items[i].nblocked;
+    int64_t youngest = INT64_MAX;
+    for (size_t k = 0; k < d->items[i].nsteps; k++) {
+      int64_t since = s->threads[d->items[i].steps[k].thread].wait.since_ns;
+      int64_t age = s->taken_mono_ns - since;
+      if (age < youngest)
+        youngest = age;
+    }
+    if (youngest != INT64_MAX && youngest > oldest_ns)
+      oldest_ns = youngest;
   }
   rv_metrics_write_family(w, "ravel_deadlocked_threads",
                           "Threads in a cycle of the local wait-for graph.", RV_METRIC_GAUGE);
@@ -122,6 +134,11 @@ void rv_registry_collect(rv_metrics_writer *w, void *registry) {
                           "Threads waiting, directly or not, on a deadlocked thread.",
                           RV_METRIC_GAUGE);
   rv_metrics_write_sample(w, NULL, (double)blocked);
+  rv_metrics_write_family(w, "ravel_deadlock_age_seconds",
+                          "Age of the oldest wait-for cycle (0: none): since its last member began "
+                          "to wait.  A cycle that outlives every timeout is one nothing will break.",
+                          RV_METRIC_GAUGE);
+  rv_metrics_write_sample(w, NULL, (double)oldest_ns / 1e9);
   rv_deadlocks_free(d);
   free(rows);
   rv_snapshot_free(s);

@@ -3,17 +3,23 @@
 
 #include "client/coord_client.h"
 #include "client/queue_client.h"
+#include "diag/grab.h"
 #include "obs/admin.h"
 #include "obs/log.h"
 #include "obs/metrics.h"
+#include "obs/dump.h"
 #include "obs/registry.h"
 #include "rt/ctx.h"
 #include "rt/rt.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *const bug_names[RV_SVC_BUG_COUNT] = {
@@ -60,7 +66,8 @@ struct rv_svc {
   rv_config_cache *cache;     /* set once; read by the collector (__atomic) */
   rv_consumer *consumer;      /* set once; read by the collector (__atomic) */
   /* Children kept for the hot path. */
-  rv_counter_child *messages, *requeued, *upstream_calls, *session_reopens;
+  rv_counter_child *messages, *requeued, *upstream_calls, *session_reopens, *snapshots;
+  int64_t snapshot_at_ns;       /* main thread: when the next snapshot is due */
   rv_gauge_child *dlock_in_progress, *rate;
   /* rv_svc_tick's last sample (main thread only). */
   int64_t rate_at_ns;
@@ -238,6 +245,10 @@ static int register_metrics(rv_svc *s) {
       rv_metrics_counter(m, "ravel_svc_session_reopens_total",
                          "Coord sessions opened to replace a lost one.", lr),
       s->replica);
+  s->snapshots = rv_counter_labels(
+      rv_metrics_counter(m, "ravel_svc_snapshots_total",
+                         "Periodic snapshots written (--snapshot-dir).", lr),
+      s->replica);
   s->upstream_calls = rv_counter_labels(
       rv_metrics_counter(m, "ravel_svc_upstream_calls_total", "Simulated upstream calls made.",
                          lr),
@@ -298,10 +309,9 @@ static void history_take(rv_svc *s, double rate) {
   rv_rawmu_unlock(&s->history_mu);
 }
 
-/* GET /debug/history (the admin server's thread): copy the ring out under the
- * lock, format outside it. */
-static void history_route(void *arg, const rv_admin_request *req, rv_admin_response *resp) {
-  rv_svc *s = arg;
+/* The history as JSON (any thread): the ring is copied out under its lock and
+ * formatted outside it.  NULL on ENOMEM. */
+static char *history_json(rv_svc *s) {
   sample *copy = malloc(sizeof s->history);
   json_t *root = json_object(), *arr = json_array();
   char *text = NULL;
@@ -330,6 +340,12 @@ static void history_route(void *arg, const rv_admin_request *req, rv_admin_respo
   free(copy);
   json_decref(arr);
   json_decref(root);
+  return text;
+}
+
+/* GET /debug/history (the admin server's thread). */
+static void history_route(void *arg, const rv_admin_request *req, rv_admin_response *resp) {
+  char *text = history_json(arg);
   if (!text) {
     resp->status = 500;
     rv_admin_printf(resp, "out of memory\n");
@@ -338,6 +354,90 @@ static void history_route(void *arg, const rv_admin_request *req, rv_admin_respo
   resp->content_type = "application/json";
   resp->body = text;
   resp->body_len = strlen(text);
+}
+
+/* ---- periodic snapshots (see svc.h) ------------------------------------------------------------ */
+
+static bool write_text(const char *dir, const char *name, char *text) {
+  if (!text)
+    return false;
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  bool ok = f && fputs(text, f) >= 0;
+  if (f && fclose(f) != 0)
+    ok = false;
+  free(text);
+  return ok;
+}
+
+static int snap_name_cmp(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Remove all but the newest `keep` snap-* folders of dir (names sort by time). */
+static void snapshot_prune(const char *dir, int keep) {
+  DIR *d = opendir(dir);
+  if (!d)
+    return;
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  for (struct dirent *e; (e = readdir(d));) {
+    if (strncmp(e->d_name, "snap-", 5) != 0 || strstr(e->d_name, ".tmp"))
+      continue;
+    if (n == cap) {
+      cap = cap ? 2 * cap : 16;
+      char **nn = realloc(names, cap * sizeof *names);
+      if (!nn)
+        break;
+      names = nn;
+    }
+    if (!(names[n] = strdup(e->d_name)))
+      break;
+    n++;
+  }
+  closedir(d);
+  qsort(names, n, sizeof *names, snap_name_cmp);
+  for (size_t i = 0; i < n; i++) {
+    if (i + (size_t)keep < n) {
+      char path[PATH_MAX];
+      snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+      rv_grab_rmtree(path);
+    }
+    free(names[i]);
+  }
+  free(names);
+}
+
+/* From rv_svc_tick.  Dumps never take an application lock: this works on a deadlocked replica. */
+static void snapshot_take(rv_svc *s, int64_t now) {
+  if (!s->o.snapshot_dir || now < s->snapshot_at_ns)
+    return;
+  s->snapshot_at_ns = now + s->o.snapshot_every_ms * RV_NS_PER_MS;
+  char dir[PATH_MAX], tmp[PATH_MAX], fin[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s/%s-%s", s->o.snapshot_dir, s->service, s->replica);
+  long long ms = (long long)(rv_wall_ns() / RV_NS_PER_MS);
+  snprintf(fin, sizeof fin, "%s/snap-%013lld", dir, ms);
+  snprintf(tmp, sizeof tmp, "%s.tmp", fin);
+  rv_registry *reg = rv_registry_current();
+  char *metrics = NULL;
+  size_t mlen;
+  bool ok = (mkdir(s->o.snapshot_dir, 0755) == 0 || errno == EEXIST) &&
+            (mkdir(dir, 0755) == 0 || errno == EEXIST) && mkdir(tmp, 0755) == 0;
+  ok = ok && write_text(tmp, "threads.txt", rv_dump(reg, RV_DUMP_THREADS, RV_DUMP_TEXT));
+  ok = ok && write_text(tmp, "threads.json", rv_dump(reg, RV_DUMP_THREADS, RV_DUMP_JSON));
+  ok = ok && write_text(tmp, "locks.txt", rv_dump(reg, RV_DUMP_LOCKS, RV_DUMP_TEXT));
+  ok = ok && rv_metrics_render(s->metrics, &metrics, &mlen) == RV_OK &&
+       write_text(tmp, "metrics.txt", metrics);
+  ok = ok && write_text(tmp, "history.json", history_json(s));
+  ok = ok && rename(tmp, fin) == 0;
+  if (!ok) {
+    rv_log_warn(s->log, "cannot write a snapshot", "dir=%s err=\"%s\"", tmp, strerror(errno));
+    rv_grab_rmtree(tmp);
+    return;
+  }
+  rv_counter_inc(s->snapshots);
+  snapshot_prune(dir, s->o.snapshot_keep);
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------------- */
@@ -429,6 +529,10 @@ int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms,
     s->o.msg_timeout_ms = RV_SVC_DEFAULT_MSG_TIMEOUT_MS;
   if (s->o.upstream_latency_ms < 0)
     s->o.upstream_latency_ms = RV_SVC_DEFAULT_UPSTREAM_LATENCY_MS;
+  if (s->o.snapshot_every_ms <= 0)
+    s->o.snapshot_every_ms = RV_SVC_SNAPSHOT_EVERY_MS;
+  if (s->o.snapshot_keep <= 0)
+    s->o.snapshot_keep = RV_SVC_SNAPSHOT_KEEP;
   snprintf(s->replica, sizeof s->replica, "%d", o->replica);
   snprintf(s->service, sizeof s->service, "%s", s->o.service);
   s->o.service = s->service;
@@ -557,6 +661,7 @@ uint16_t rv_svc_admin_port(const rv_svc *s) { return rv_admin_port(s->admin); }
 void rv_svc_tick(rv_svc *s) {
   int64_t now = rv_now_ns();
   reopen_session(s, now);
+  snapshot_take(s, now);
   double count = rv_counter_value(s->messages);
   if (s->rate_at_ns == 0) {
     s->rate_at_ns = now;

@@ -94,6 +94,18 @@ const char *rv_svc_bug_name(enum rv_svc_bug b);
 /* The bug named s, or -1. */
 int rv_svc_bug_parse(const char *s);
 
+/*
+ * Periodic snapshots: a preStop hook (ravel grab --then) cannot run when a
+ * replica crashes or is OOM-killed, so a replica can also write its own
+ * evidence every snapshot_every_ms from rv_svc_tick: a folder
+ * SNAPSHOT_DIR/SERVICE-REPLICA/snap-UNIXMS/ with threads.txt, threads.json,
+ * locks.txt, metrics.txt and history.json (the files, names and formats of a
+ * process folder of `ravel grab`).  A folder appears whole (written under a
+ * .tmp name, then renamed); the newest snapshot_keep are kept.
+ */
+#define RV_SVC_SNAPSHOT_EVERY_MS 10000
+#define RV_SVC_SNAPSHOT_KEEP 6
+
 typedef struct rv_svc_opts {
   const char *service;            /* default RV_SVC_DEFAULT_SERVICE */
   int replica;                    /* >= 1 */
@@ -107,6 +119,9 @@ typedef struct rv_svc_opts {
   int64_t msg_timeout_ms;         /* 0: default */
   int64_t upstream_latency_ms;    /* < 0: default; 0 is allowed */
   bool bugs[RV_SVC_BUG_COUNT];    /* true: the bug; false: its fix */
+  const char *snapshot_dir;       /* periodic snapshots (below); NULL: off */
+  int64_t snapshot_every_ms;      /* 0: RV_SVC_SNAPSHOT_EVERY_MS */
+  int snapshot_keep;              /* 0: RV_SVC_SNAPSHOT_KEEP */
 } rv_svc_opts;
 
 typedef struct rv_svc rv_svc;
