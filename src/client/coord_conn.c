@@ -15,11 +15,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Thread_local char last_err[CC_ERR_MAX];
+/* Per rv_thread (a simulated thread under the simulator), not _Thread_local. */
+static char *last_err(void) { return rv_thread_slot(RV_SLOT_COORD_LAST_ERROR, CC_ERR_MAX); }
 
-const char *rv_coord_last_error(void) { return last_err; }
+const char *rv_coord_last_error(void) {
+  const char *e = last_err();
+  return e ? e : "out of memory";
+}
 
-void cc_set_last_error(const char *text) { snprintf(last_err, sizeof last_err, "%s", text ? text : ""); }
+void cc_set_last_error(const char *text) {
+  char *e = last_err();
+  if (e)
+    snprintf(e, CC_ERR_MAX, "%s", text ? text : "");
+}
 
 int cc_dial(rv_coord_client *c, rv_ctx *ctx, cc_conn **out) {
   cc_conn *k = calloc(1, sizeof *k);

@@ -34,16 +34,22 @@
 #define RV_QC_DEFAULT_CLIENT_ID "ravel"
 #define RV_QC_HEARTBEAT "_heartbeat_"
 
-static _Thread_local rv_nsq_error tls_last_err;
-
-const rv_nsq_error *rv_queue_last_error(void) { return &tls_last_err; }
-
-static void clear_last_err(void) {
-  tls_last_err.code = RV_NSQ_OK;
-  tls_last_err.fatal = false;
-  tls_last_err.text_len = 0;
-  tls_last_err.text[0] = 0;
+/* Per rv_thread (a simulated thread under the simulator), not _Thread_local. */
+static rv_nsq_error *last_err(void) {
+  static rv_nsq_error oom = {.code = RV_NSQ_E_INVALID, .text = "out of memory", .text_len = 13};
+  rv_nsq_error *e = rv_thread_slot(RV_SLOT_QUEUE_LAST_ERROR, sizeof *e);
+  return e ? e : &oom;
 }
+
+const rv_nsq_error *rv_queue_last_error(void) { return last_err(); }
+
+static void set_last_err(const rv_nsq_error *from) {
+  rv_nsq_error *e = rv_thread_slot(RV_SLOT_QUEUE_LAST_ERROR, sizeof *e);
+  if (e)
+    *e = *from;
+}
+
+static void clear_last_err(void) { set_last_err(&(rv_nsq_error){.code = RV_NSQ_OK}); }
 
 static void set_err_from_frame(rv_nsq_error *e, const rv_nsq_slice *data) {
   e->code = rv_nsq_code_parse(data->ptr, data->len);
@@ -398,7 +404,7 @@ static int prod_attempt(rv_producer *p, rv_ctx *ctx, const rv_nsq_buf *cmd, size
   rv_mutex_unlock(&p->mu);
   rc = r->rc;
   if (rc == RV_EPROTO)
-    tls_last_err = r->err;
+    set_last_err(&r->err);
   free(r);
   return rc;
 }
@@ -852,7 +858,7 @@ static int cons_expect_response(rv_conn *conn, rdbuf *rb, rv_ctx *ctx, rv_nsq_fr
     if (f->type == RV_NSQ_FRAME_ERROR) {
       rv_nsq_error e;
       set_err_from_frame(&e, &f->data);
-      tls_last_err = e;
+      set_last_err(&e);
     }
     return RV_EPROTO;
   }

@@ -157,6 +157,22 @@ void rv_thread_set_task(const char *fmt, ...) {
   rv_rawmu_unlock(&t->mu);
 }
 
+void *rv_thread_slot(unsigned key, size_t size) {
+  if (key >= RV_THREAD_SLOTS_MAX)
+    return NULL;
+  rv_thread *t = rv_thread_self();
+  if (!t->slots[key])
+    t->slots[key] = calloc(1, size);
+  return t->slots[key];
+}
+
+void rv__thread_slots_free(rv_thread *t) {
+  for (unsigned k = 0; k < RV_THREAD_SLOTS_MAX; k++) {
+    free(t->slots[k]);
+    t->slots[k] = NULL;
+  }
+}
+
 /* ---- holds and waits ------------------------------------------------------------ */
 
 void rv__hold_add(rv_thread *t, uint64_t lock_id, const char *lock_name, rv_lock_kind kind,

@@ -112,6 +112,8 @@ struct rv_thread {
   uint64_t lo_class_lock[RV_LO_THREAD_CACHE];
   int32_t lo_class_of[RV_LO_THREAD_CACHE];
   uint64_t lo_known_edge[RV_LO_THREAD_CACHE]; /* (from << 32 | to) + 1; 0 = empty */
+
+  void *slots[RV_THREAD_SLOTS_MAX]; /* rv_thread_slot: the owner's alone, no lock */
 };
 
 typedef enum rv_recursive_policy {
@@ -268,6 +270,8 @@ void rv_deadlocks_free(rv_deadlocks *d);
 uint64_t rv__registry_next_lock_id(rv_registry *reg);
 void rv__registry_add_thread(rv_registry *reg, rv_thread *t);
 void rv__registry_remove_thread(rv_thread *t);
+/* Free the thread's rv_thread_slot storage (the backends, when they free a record). */
+void rv__thread_slots_free(rv_thread *t);
 void rv__hold_add(rv_thread *t, uint64_t lock_id, const char *lock_name, rv_lock_kind kind,
                   rv_lock_mode mode, const char *file, int line);
 void rv__hold_remove(rv_thread *t, uint64_t lock_id, rv_lock_mode mode);

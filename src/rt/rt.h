@@ -120,6 +120,19 @@ void rv_thread_adopt(const char *name, const char *role);
 void rv_thread_forget(void);
 /* Set (fmt non-NULL) or clear (NULL) the calling thread's task annotation. */
 void rv_thread_set_task(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/*
+ * Per-thread slots: storage that belongs to one rv_thread.  Use them instead
+ * of C's _Thread_local, which under the simulator would be shared by every
+ * simulated thread of the one OS thread.  rv_thread_slot returns the calling
+ * thread's slot `key`: `size` zeroed bytes allocated on first use (a key is
+ * always asked with the same size) and freed with the thread; NULL on ENOMEM.
+ */
+enum rv_thread_slot_key {
+  RV_SLOT_COORD_LAST_ERROR, /* libravel coord client: rv_coord_last_error */
+  RV_SLOT_QUEUE_LAST_ERROR, /* libravel queue client: rv_queue_last_error */
+  RV_THREAD_SLOTS_MAX = 8
+};
+void *rv_thread_slot(unsigned key, size_t size);
 /* The registry-wide id of a thread (small integer, stable for its life). */
 uint64_t rv_thread_id(const rv_thread *t);
 /* The OS thread id (Linux tid) of a thread, for matching outside tools. */

@@ -229,6 +229,7 @@ fail:
 }
 
 static void thread_free(rv_thread *t) {
+  rv__thread_slots_free(t);
   os_thread *o = os_of(t);
   close(o->efd);
   pthread_mutex_destroy(&o->mu);

@@ -531,6 +531,7 @@ static void coro_free(rv_sim_world *w, coro *c) {
   rv_thread *t = c->t;
   if (t->reg)
     rv__registry_remove_thread(t);
+  rv__thread_slots_free(t);
   rv_rawmu_destroy(&t->mu);
   free(t);
   c->t = NULL;

@@ -10,7 +10,9 @@ src=${1:?source dir}
 # scan DIR: print file:line:code for each banned call outside DIR/src/rt/.
 scan() {
   local dir=$1
-  local pattern='(^|[^a-zA-Z0-9_.>])(pthread_[a-z_]+|clock_gettime|gettimeofday|nanosleep|usleep|sleep|socket|accept4?|connect|rand|srand|random|srandom|rand_r|drand48|time)[[:space:]]*\('
+  # Calls, and thread-local storage: under the simulator every simulated thread
+  # shares the one OS thread's _Thread_local; code above rt uses rv_thread_slot.
+  local pattern='(^|[^a-zA-Z0-9_.>])((pthread_[a-z_]+|clock_gettime|gettimeofday|nanosleep|usleep|sleep|socket|accept4?|connect|rand|srand|random|srandom|rand_r|drand48|time)[[:space:]]*\(|(_Thread_local|__thread|thread_local)[[:space:]])'
   (cd "$dir" && find src tests bench -name '*.[ch]' 2>/dev/null | grep -v '^src/rt/' | sort) |
     while read -r f; do
       # Drop // comments, string literals and /* */ comments (also across lines).
@@ -37,18 +39,21 @@ cat >"$tmp/src/obs/bad.c" <<'C'
 /* pthread_mutex_lock(&x) in a comment is fine */
 const char *s = "sleep(1) in a string is fine";
 void f(void) { obj->connect(1); usleep(10); }
+static _Thread_local int last_error;
 C
-echo 'void g(void) { pthread_create(0,0,0,0); }' >"$tmp/src/rt/ok.c"
+echo 'void g(void) { pthread_create(0,0,0,0); } static _Thread_local int x;' >"$tmp/src/rt/ok.c"
 planted=$(scan "$tmp")
-if [ "$(printf '%s\n' "$planted" | grep -c .)" != 1 ] || ! grep -q 'bad.c:3' <<<"$planted"; then
-  echo "check_rt_seam self-test failed: expected exactly src/obs/bad.c:3, got:"
+if [ "$(printf '%s\n' "$planted" | grep -c .)" != 2 ] || ! grep -q 'bad.c:3' <<<"$planted" ||
+   ! grep -q 'bad.c:4' <<<"$planted"; then
+  echo "check_rt_seam self-test failed: expected exactly src/obs/bad.c:3 and :4, got:"
   printf '%s\n' "$planted"
   exit 1
 fi
 
 hits=$(scan "$src")
 if [ -n "$hits" ]; then
-  echo "rt seam violated: these call OS primitives outside src/rt/ (use rt/rt.h instead):"
+  echo "rt seam violated: these call OS primitives or use thread-local storage outside src/rt/"
+  echo "(use rt/rt.h instead: rv_now_ns, rv_sleep, rv_thread_*, rv_tcp_*, rv_thread_slot):"
   printf '%s\n' "$hits"
   exit 1
 fi

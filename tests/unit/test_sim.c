@@ -103,6 +103,38 @@ static void test_mutex_cond(void **state) {
   rv_sim_world_free(w);
 }
 
+/* ---- per-thread slots: one per simulated thread, not per OS thread ------------------------ */
+
+static void slot_user(void *arg) {
+  int *seen = arg;
+  int me = (int)rv_thread_id(rv_thread_self());
+  for (int i = 0; i < 20; i++) {
+    int *slot = rv_thread_slot(RV_SLOT_COORD_LAST_ERROR, sizeof(int));
+    CHECK(slot != NULL);
+    CHECK(i == 0 || *slot == me); /* no other simulated thread wrote it while we slept */
+    *slot = me;
+    rv_sleep(NULL, RV_NS_PER_MS);
+  }
+  (*seen)++;
+}
+
+static void slots_main(void *arg) {
+  rv_thread *t[4];
+  for (int i = 0; i < 4; i++)
+    CHECK(rv_thread_start(&t[i], "slot-user", "test", slot_user, arg) == RV_OK);
+  for (int i = 0; i < 4; i++)
+    rv_thread_join(t[i]);
+}
+
+static void test_thread_slots_per_simulated_thread(void **state) {
+  rv_sim_world *w = world_new(11);
+  int seen = 0;
+  rv_sim_spawn(rv_sim_proc_new(w, "p"), "main", "test", slots_main, &seen);
+  run_to_end(w, RV_NO_DEADLINE);
+  assert_int_equal(seen, 4);
+  rv_sim_world_free(w);
+}
+
 /* ---- rwlock: writer preference, as under rt_os ------------------------------------------- */
 
 typedef struct rwt {
@@ -482,6 +514,7 @@ static void test_broken_fencing_is_caught(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mutex_cond),
+      cmocka_unit_test(test_thread_slots_per_simulated_thread),
       cmocka_unit_test(test_rwlock_writer_preferring),
       cmocka_unit_test(test_virtual_time_and_ctx),
       cmocka_unit_test(test_network),
