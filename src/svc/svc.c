@@ -185,16 +185,23 @@ static size_t cache_waiters(void) {
   return waiters;
 }
 
-static void collect(rv_metrics_writer *w, void *arg) {
-  rv_svc *s = arg;
+/* The consumer's and the cache's counters (zeros before they exist; any thread). */
+static void component_stats(rv_svc *s, rv_consumer_stats *cs, rv_config_cache_stats *ks) {
   rv_consumer *cons = __atomic_load_n(&s->consumer, __ATOMIC_ACQUIRE);
   rv_config_cache *cache = __atomic_load_n(&s->cache, __ATOMIC_ACQUIRE);
-  rv_consumer_stats cs = {0};
+  *cs = (rv_consumer_stats){0};
+  *ks = (rv_config_cache_stats){0};
   if (cons)
-    rv_consumer_stats_get(cons, &cs);
-  rv_config_cache_stats ks = {0};
+    rv_consumer_stats_get(cons, cs);
   if (cache)
-    rv_config_cache_stats_get(cache, &ks);
+    rv_config_cache_stats_get(cache, ks);
+}
+
+static void collect(rv_metrics_writer *w, void *arg) {
+  rv_svc *s = arg;
+  rv_consumer_stats cs;
+  rv_config_cache_stats ks;
+  component_stats(s, &cs, &ks);
   size_t waiters = cache_waiters();
   write_one(w, s, "ravel_svc_handler_threads", "Handler threads alive.", RV_METRIC_GAUGE,
             (double)cs.handler_threads_alive);
@@ -283,14 +290,9 @@ static double held_slots(const rv_consumer_stats *cs) { return (double)cs->held_
 
 /* Append one sample (main thread, from rv_svc_tick). */
 static void history_take(rv_svc *s, double rate) {
-  rv_consumer *cons = __atomic_load_n(&s->consumer, __ATOMIC_ACQUIRE);
-  rv_config_cache *cache = __atomic_load_n(&s->cache, __ATOMIC_ACQUIRE);
-  rv_consumer_stats cs = {0};
-  if (cons)
-    rv_consumer_stats_get(cons, &cs);
-  rv_config_cache_stats ks = {0};
-  if (cache)
-    rv_config_cache_stats_get(cache, &ks);
+  rv_consumer_stats cs;
+  rv_config_cache_stats ks;
+  component_stats(s, &cs, &ks);
   sample x = {.t_ms = rv_wall_ns() / RV_NS_PER_MS,
               .rate = rate,
               .handler_threads = (double)cs.handler_threads_alive,
