@@ -181,7 +181,36 @@ static void fmt_num(char *out, size_t cap, double v) {
     snprintf(out, cap, "%.0f", v);
 }
 
-static void render_replica(FILE *f, replica *r, int64_t now) {
+/* The queue's /stats (NULL if no answer). */
+static json_t *queue_stats(top *t) {
+  char *js = t->queue_port ? cli_http_get(t->queue_host, t->queue_port, "/stats?format=json") : NULL;
+  json_t *root = js ? json_loads(js, 0, NULL) : NULL;
+  free(js);
+  return root;
+}
+
+/*
+ * A per-client number of the queue's /stats (held_count, timeout_count) summed
+ * over replica `who`'s connections (replicas name themselves "SERVICE/REPLICA
+ * pid N" as client_id): the server's view, which also counts what the replica
+ * was never told of (no timeout notification).  -1 if the queue does not know
+ * the replica.
+ */
+static double queue_client_sum(const json_t *stats, const char *who, const char *field) {
+  size_t wl = strlen(who), i, k, j;
+  double sum = -1;
+  const json_t *tp, *ch, *cl;
+  json_array_foreach(json_object_get(stats, "topics"), i, tp)
+    json_array_foreach(json_object_get(tp, "channels"), k, ch)
+      json_array_foreach(json_object_get(ch, "clients"), j, cl) {
+        const char *id = json_string_value(json_object_get(cl, "client_id"));
+        if (id && strncmp(id, who, wl) == 0 && id[wl] == ' ')
+          sum = (sum < 0 ? 0 : sum) + (double)json_integer_value(json_object_get(cl, field));
+      }
+  return sum;
+}
+
+static void render_replica(FILE *f, replica *r, int64_t now, const json_t *qstats) {
   char host[128];
   uint16_t port;
   const char *hp = strstr(r->admin, "://");
@@ -201,24 +230,24 @@ static void render_replica(FILE *f, replica *r, int64_t now) {
   r->seen = true;
   r->last_messages = msgs;
   r->last_ns = now;
-  char c[8][32];
+  char c[9][32];
   fmt_num(c[0], sizeof c[0], rate);
   fmt_num(c[1], sizeof c[1], metric(text, "ravel_svc_handler_threads"));
   fmt_num(c[2], sizeof c[2], metric(text, "ravel_svc_cache_waiters"));
   fmt_num(c[3], sizeof c[3], metric(text, "ravel_svc_dlock_acquisitions_in_progress"));
   fmt_num(c[4], sizeof c[4], metric(text, "ravel_svc_in_flight"));
-  fmt_num(c[5], sizeof c[5], metric(text, "ravel_svc_timeouts_total"));
-  fmt_num(c[6], sizeof c[6], metric(text, "ravel_svc_late_fins_total"));
-  fmt_num(c[7], sizeof c[7], metric(text, "ravel_deadlocked_threads"));
-  fprintf(f, "%-22s %8s %8s %8s %8s %8s %8s %8s %9s\n", r->who, c[0], c[1], c[2], c[3], c[4], c[5],
-          c[6], c[7]);
+  double held = queue_client_sum(qstats, r->who, "held_count");
+  double timeouts = queue_client_sum(qstats, r->who, "timeout_count");
+  fmt_num(c[5], sizeof c[5], held >= 0 ? held : metric(text, "ravel_svc_held_slots"));
+  fmt_num(c[6], sizeof c[6], timeouts >= 0 ? timeouts : metric(text, "ravel_svc_timeouts_total"));
+  fmt_num(c[7], sizeof c[7], metric(text, "ravel_svc_late_fins_total"));
+  fmt_num(c[8], sizeof c[8], metric(text, "ravel_deadlocked_threads"));
+  fprintf(f, "%-22s %8s %8s %8s %8s %8s %6s %8s %8s %9s\n", r->who, c[0], c[1], c[2], c[3], c[4],
+          c[5], c[6], c[7], c[8]);
   free(text);
 }
 
-static void render_queue(FILE *f, top *t) {
-  char *js = t->queue_port ? cli_http_get(t->queue_host, t->queue_port, "/stats?format=json") : NULL;
-  json_t *root = js ? json_loads(js, 0, NULL) : NULL;
-  free(js);
+static void render_queue(FILE *f, top *t, json_t *root) {
   if (!root) {
     fprintf(f, "queue: %s\n", t->queue_port ? "no answer" : "(no --queue-http given)");
     return;
@@ -238,7 +267,6 @@ static void render_queue(FILE *f, top *t) {
               json_integer_value(json_object_get(ch, "client_count")));
     }
   }
-  json_decref(root);
 }
 
 static void render(FILE *f, top *t) {
@@ -246,8 +274,9 @@ static void render(FILE *f, top *t) {
   char when[64];
   snprintf(when, sizeof when, "%lld", (long long)(rv_wall_ns() / RV_NS_PER_S));
   fprintf(f, "ravel top   coord %s:%u   (unix time %s)\n\n", t->coord_host, t->coord_port, when);
-  fprintf(f, "%-22s %8s %8s %8s %8s %8s %8s %8s %9s\n", "replica", "msg/s", "threads", "cache-w",
-          "dlock-w", "inflight", "timeouts", "late-fin", "deadlock");
+  fprintf(f, "%-22s %8s %8s %8s %8s %8s %6s %8s %8s %9s\n", "replica", "msg/s", "threads",
+          "cache-w", "dlock-w", "inflight", "held", "timeouts", "late-fin", "deadlock");
+  json_t *qstats = queue_stats(t);
   redisReply *sessions = resp_call(t->coord_host, t->coord_port, "SESSION.LIST");
   if (!sessions || sessions->type != REDIS_REPLY_ARRAY) {
     fprintf(f, "(coord does not answer SESSION.LIST)\n");
@@ -262,13 +291,14 @@ static void render(FILE *f, top *t) {
       snprintf(who, sizeof who, "%s/%s", svc, rep[0] ? rep : "-");
       replica *r = replica_for(t, who, admin);
       if (r)
-        render_replica(f, r, now);
+        render_replica(f, r, now, qstats);
     }
   }
   if (sessions)
     freeReplyObject(sessions);
   fputc('\n', f);
-  render_queue(f, t);
+  render_queue(f, t, qstats);
+  json_decref(qstats);
   redisReply *locks = resp_call(t->coord_host, t->coord_port, "LOCK.LIST HELD");
   long long longest = -1;
   char name[128] = "", holder[128] = "", buf[128];

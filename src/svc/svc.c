@@ -197,6 +197,9 @@ static void component_stats(rv_svc *s, rv_consumer_stats *cs, rv_config_cache_st
     rv_config_cache_stats_get(cache, ks);
 }
 
+/* The slots the queue holds for this consumer (timed-out messages whose handler still runs). */
+static double held_slots(const rv_consumer_stats *cs) { return (double)cs->held_slots; }
+
 static void collect(rv_metrics_writer *w, void *arg) {
   rv_svc *s = arg;
   rv_consumer_stats cs;
@@ -231,6 +234,9 @@ static void collect(rv_metrics_writer *w, void *arg) {
             RV_METRIC_COUNTER, (double)ks.events);
   write_one(w, s, "ravel_svc_queue_connected", "1 while the consumer is connected.",
             RV_METRIC_GAUGE, cs.connected ? 1 : 0);
+  write_one(w, s, "ravel_svc_held_slots",
+            "Slots the queue holds for this replica: timed-out messages whose handler still runs.",
+            RV_METRIC_GAUGE, held_slots(&cs));
   write_one(w, s, "ravel_svc_hold_slots_granted", "1 if the queue granted held slots.",
             RV_METRIC_GAUGE, cs.hold_slots_granted ? 1 : 0);
   write_one(w, s, "ravel_svc_timeout_notify_granted",
@@ -285,8 +291,6 @@ static int register_metrics(rv_svc *s) {
 
 /* ---- history ------------------------------------------------------------------------------------ */
 
-/* The slots the queue holds for this consumer (timed-out messages whose handler still runs). */
-static double held_slots(const rv_consumer_stats *cs) { return (double)cs->held_slots; }
 
 /* Append one sample (main thread, from rv_svc_tick). */
 static void history_take(rv_svc *s, double rate) {
