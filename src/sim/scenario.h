@@ -63,6 +63,73 @@ typedef struct rv_sim_locks_result {
  */
 int rv_sim_locks_run(const rv_sim_locks_opts *o, rv_sim_locks_result *r);
 
+#define RV_SIM_QUEUE_CONSUMERS_MAX 8
+#define RV_SIM_QUEUE_MESSAGES_MAX 100000
+/* After the workload window every acknowledged message must be finished within this much virtual time. */
+#define RV_SIM_QUEUE_LIVENESS_NS (60 * RV_NS_PER_S)
+/* Handler threads a consumer may have alive beyond max_in_flight (stragglers of a lost connection). */
+#define RV_SIM_QUEUE_HANDLER_SLACK 2
+#define RV_SIM_QUEUE_MSG_TIMEOUT_MS 1000
+
+/*
+ * "queue": one queue server (the real src/server/queue*.c over its real log
+ * in a temporary directory, no HTTP API), one producer process (the real
+ * libravel rv_producer) publishing `messages` numbered messages, each counted
+ * once the server acknowledged it, and `consumers` consumer processes (the
+ * real rv_consumer, as the fixed reference service uses it: timeout_notify,
+ * hold_slots, cancel_on_server_timeout; the second consumer runs a handler
+ * pool, the others a thread per message) with a message timeout of 1 s and
+ * handlers that sometimes run past it.  A nemesis partitions a random
+ * consumer from the queue for 0.5..4 s every few seconds until 85% of the
+ * workload window.  Properties:
+ *   - after every step, the server core's own invariant check
+ *     (rv_queue_check) holds, and the channel's count of accepted FINs equals
+ *     the number of its messages in the FINISHED state, none of which ever
+ *     leaves it: no message is finished twice by answers the server accepted;
+ *   - every consumer's handler threads alive never exceed max_in_flight +
+ *     RV_SIM_QUEUE_HANDLER_SLACK;
+ *   - liveness: within RV_SIM_QUEUE_LIVENESS_NS after the window, every
+ *     message of the channel is finished on the server (none lost), and
+ *     every acknowledged message had a handler return FIN for it.
+ */
+typedef struct rv_sim_queue_opts {
+  uint64_t seed;
+  int64_t virtual_ns;  /* workload window (publishing, partitions); default 30 s */
+  int messages;        /* default 200 */
+  int consumers;       /* default 3 */
+  int max_in_flight;   /* per consumer; default 3 */
+  bool no_partitions;
+  /* test-only: consumers without cancel_on_server_timeout and hold_slots (the
+   * incident's service): timed-out handlers keep running while the server
+   * hands their slots on, so handler threads pile up (expect a violation). */
+  bool unfixed_consumers;
+} rv_sim_queue_opts;
+
+typedef struct rv_sim_queue_result {
+  bool ok;
+  char violation[256];
+  int64_t violation_at;
+  uint64_t hash, events;
+  int64_t virtual_ns, wall_ns;
+  uint64_t published;        /* acknowledged publishes */
+  uint64_t publish_retries;  /* publishes retried after an error */
+  uint64_t server_messages;  /* distinct messages on the channel (publish retries may add some) */
+  uint64_t deliveries;       /* server: deliveries, redeliveries included */
+  uint64_t fins_accepted;    /* server: FINs it accepted */
+  uint64_t timeouts;         /* server: in-flight timeouts */
+  uint64_t requeues;         /* server: REQs it accepted */
+  uint64_t late_answers;     /* consumers: E_FIN_FAILED + E_REQ_FAILED received */
+  uint64_t answers_dropped;  /* consumers: answers for a lost connection */
+  uint64_t handler_fins;     /* handlers that returned FIN */
+  uint64_t reconnects;       /* consumers: connection losses */
+  uint64_t partitions;
+  int max_handlers;          /* most handler threads alive in one consumer */
+  int max_in_flight;
+  char trace[4096];
+} rv_sim_queue_result;
+
+int rv_sim_queue_run(const rv_sim_queue_opts *o, rv_sim_queue_result *r);
+
 #ifdef __cplusplus
 }
 #endif

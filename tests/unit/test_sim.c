@@ -1,5 +1,5 @@
 /*
- * The simulation backend of rt (rt/sim.h) and the "locks" scenario.
+ * The simulation backend of rt (rt/sim.h) and the "locks" and "queue" scenarios.
  *
  * Simulated threads are coroutines on the test's OS thread, so cmocka's
  * asserts (which longjmp) are never called inside them: they record what
@@ -511,6 +511,62 @@ static void test_broken_fencing_is_caught(void **state) {
   assert_true(caught > 0);
 }
 
+/* ---- the queue scenario ------------------------------------------------------------------------- */
+
+static void run_queue(uint64_t seed, bool unfixed, rv_sim_queue_result *r) {
+  rv_sim_queue_opts o = {.seed = seed, .unfixed_consumers = unfixed};
+  assert_int_equal(rv_sim_queue_run(&o, r), RV_OK);
+  if (!r->ok && !unfixed)
+    fprintf(stderr, "seed %llu: %s\n%s", (unsigned long long)seed, r->violation, r->trace);
+}
+
+static void test_queue_fixed_seed(void **state) {
+  rv_sim_queue_result r, r2;
+  run_queue(42, false, &r);
+  if (!r.ok)
+    fail_msg("seed 42: %s", r.violation);
+  assert_true(r.published == 200);
+  assert_true(r.fins_accepted == r.server_messages);
+  assert_true(r.timeouts > 0);       /* handlers did outlive the message timeout */
+  assert_true(r.late_answers > 0);   /* and the server refused their late answers */
+  assert_true(r.partitions > 0);
+  assert_true(r.deliveries > r.server_messages); /* redeliveries happened */
+  assert_true(r.max_handlers <= r.max_in_flight + RV_SIM_QUEUE_HANDLER_SLACK);
+  /* Done within the window plus the liveness bound (virtual time only). */
+  assert_true(r.virtual_ns <= 30 * RV_NS_PER_S + RV_SIM_QUEUE_LIVENESS_NS);
+  run_queue(42, false, &r2);
+  assert_true(r.hash == r2.hash);
+  assert_true(r.events == r2.events);
+}
+
+static void test_queue_seed_sweep(void **state) {
+  uint64_t late = 0, reconnects = 0;
+  for (uint64_t seed = 1; seed <= 10; seed++) {
+    rv_sim_queue_result r;
+    run_queue(seed, false, &r);
+    if (!r.ok)
+      fail_msg("seed %llu: %s", (unsigned long long)seed, r.violation);
+    late += r.late_answers;
+    reconnects += r.reconnects;
+  }
+  assert_true(late > 0);
+  assert_true(reconnects > 0); /* partitions outlast the heartbeats */
+}
+
+static void test_queue_pile_up_is_caught(void **state) {
+  int caught = 0;
+  for (uint64_t seed = 1; seed <= 10 && !caught; seed++) {
+    rv_sim_queue_result r;
+    run_queue(seed, true, &r);
+    if (!r.ok) {
+      assert_non_null(strstr(r.violation, "handler"));
+      assert_non_null(strstr(r.trace, "VIOLATION"));
+      caught++;
+    }
+  }
+  assert_true(caught > 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_mutex_cond),
@@ -523,6 +579,9 @@ int main(void) {
       cmocka_unit_test(test_locks_fixed_seed),
       cmocka_unit_test(test_locks_seed_sweep),
       cmocka_unit_test(test_broken_fencing_is_caught),
+      cmocka_unit_test(test_queue_fixed_seed),
+      cmocka_unit_test(test_queue_seed_sweep),
+      cmocka_unit_test(test_queue_pile_up_is_caught),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
