@@ -8,14 +8,16 @@
  * struct) is shared by all of them, which is safe because the world runs on
  * one OS thread and a simulated thread is never preempted between parks.
  */
+#include "sim/common.h"
 #include "sim/scenario.h"
+
+#include "diag/grab.h"
 
 #include "client/coord_client.h"
 #include "obs/log.h"
 #include "server/coord.h"
 #include "server/coord_internal.h"
 
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -46,7 +48,6 @@ typedef struct client_proc {
   int index;
   rv_sim_proc *proc;
   rv_coord_client *cc; /* one client per process, shared by its threads */
-  int cut_by;          /* the nemesis: partitioned from coord (1) or not (0) */
   worker workers[RV_SIM_LOCKS_THREADS_MAX];
 } client_proc;
 
@@ -75,27 +76,16 @@ struct locks_sc {
   uint64_t lt_token[NLOCKS];
   uint64_t lt_session[NLOCKS];
   int64_t end_ns;
-  char *trace_at_violation; /* the last trace events when the first violation happened */
+  sim_verdict verdict;
+  sim_nemesis nemesis;
 };
 
 static void violation(locks_sc *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void violation(locks_sc *sc, const char *fmt, ...) {
-  if (!sc->r->ok)
-    return;
-  sc->r->ok = false;
-  sc->r->violation_at = rv_sim_now(sc->w);
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(sc->r->violation, sizeof sc->r->violation, fmt, ap);
+  sim_violation(&sc->verdict, fmt, ap);
   va_end(ap);
-  rv_sim_note(sc->w, "VIOLATION %.60s", sc->r->violation);
-  /* Keep running (the world still ends cleanly); remember what led here. */
-  size_t len;
-  FILE *f = open_memstream(&sc->trace_at_violation, &len);
-  if (f) {
-    rv_sim_trace_print(sc->w, f, 20);
-    fclose(f);
-  }
 }
 
 static int lock_index(const char *name) {
@@ -380,47 +370,8 @@ static void client_main(void *arg) {
 
 /* ---- the nemesis -------------------------------------------------------------------------------- */
 
-static void heal(void *arg) {
-  client_proc *cp = arg;
-  cp->cut_by = 0;
-  rv_sim_partition(cp->sc->w, cp->proc, cp->sc->coord_proc, false);
-}
-
-static void nemesis(void *arg) {
-  locks_sc *sc = arg;
-  int64_t now = rv_sim_now(sc->w);
-  int64_t stop = sc->end_ns - (sc->end_ns * 15) / 100;
-  if (now >= stop)
-    return;
-  client_proc *cp = &sc->clients[draw(sc, (uint64_t)sc->o.clients)];
-  int64_t len = 500 * RV_NS_PER_MS + (int64_t)draw(sc, 3500) * RV_NS_PER_MS;
-  if (!cp->cut_by) {
-    cp->cut_by = 1;
-    rv_sim_partition(sc->w, cp->proc, sc->coord_proc, true);
-    sc->r->partitions++;
-    rv_sim_at(sc->w, now + len, heal, cp);
-  }
-  rv_sim_at(sc->w, now + len + 1000 * RV_NS_PER_MS + (int64_t)draw(sc, 6000) * RV_NS_PER_MS,
-            nemesis, sc);
-}
 
 /* ---- running -------------------------------------------------------------------------------------- */
-
-static void rm_tree(const char *dir) {
-  DIR *d = opendir(dir);
-  if (d) {
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d))) {
-      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-        continue;
-      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-      unlink(path);
-    }
-    closedir(d);
-  }
-  rmdir(dir);
-}
 
 int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
   memset(r, 0, sizeof *r);
@@ -453,8 +404,15 @@ int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
   rv_sim_opts wo = {.seed = sc->o.seed, .latency_min_ns = 200 * RV_NS_PER_US,
                     .latency_max_ns = 5 * RV_NS_PER_MS};
   int rc = rv_sim_world_new(&sc->w, &wo);
+  sc->verdict = (sim_verdict){.w = sc->w,
+                              .ok = &r->ok,
+                              .violation = r->violation,
+                              .violation_cap = sizeof r->violation,
+                              .violation_at = &r->violation_at,
+                              .trace = r->trace,
+                              .trace_cap = sizeof r->trace};
   if (rc != RV_OK) {
-    rm_tree(sc->dir);
+    rv_grab_rmtree(sc->dir);
     free(sc);
     return rc;
   }
@@ -473,8 +431,15 @@ int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
     cp->proc = rv_sim_proc_new(sc->w, name);
     rv_sim_spawn(cp->proc, "main", "main", client_main, cp);
   }
+  sc->nemesis = (sim_nemesis){.w = sc->w,
+                              .server = sc->coord_proc,
+                              .ntargets = sc->o.clients,
+                              .stop_ns = sc->end_ns - (sc->end_ns * 15) / 100,
+                              .partitions = &r->partitions};
+  for (int i = 0; i < sc->o.clients; i++)
+    sc->nemesis.targets[i].proc = sc->clients[i].proc;
   if (!sc->o.no_partitions)
-    rv_sim_at(sc->w, 2 * RV_NS_PER_S + (int64_t)draw(sc, 3000) * RV_NS_PER_MS, nemesis, sc);
+    sim_nemesis_start(&sc->nemesis, 2 * RV_NS_PER_S + (int64_t)draw(sc, 3000) * RV_NS_PER_MS);
   rv_sim_set_step_hook(sc->w, check_lock_table, sc);
 
   int64_t wall0 = rv_now_ns();
@@ -500,23 +465,11 @@ int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
              unfinished, (double)RV_SIM_LOCKS_LIVENESS_NS / RV_NS_PER_S, least,
              rc == RV_EDEADLK ? "every thread blocked for good" : "virtual time ran out");
   }
-  if (!r->ok) {
-    if (!sc->trace_at_violation) {
-      size_t len;
-      FILE *f = open_memstream(&sc->trace_at_violation, &len);
-      if (f) {
-        rv_sim_trace_print(sc->w, f, 20);
-        fclose(f);
-      }
-    }
-    if (sc->trace_at_violation)
-      snprintf(r->trace, sizeof r->trace, "%s", sc->trace_at_violation);
-  }
-  free(sc->trace_at_violation);
+  sim_verdict_finish(&sc->verdict);
   /* A world that ended on a violation still holds live threads: their memory is abandoned. */
   rv_sim_world_free(sc->w);
   rv_ctx_free(sc->res_stop);
-  rm_tree(sc->dir);
+  rv_grab_rmtree(sc->dir);
   free(sc);
   return RV_OK;
 }

@@ -10,7 +10,10 @@
  * between parks.  The server's log and journals live on the real disk in a
  * temporary directory (there is no simulated disk yet).
  */
+#include "sim/common.h"
 #include "sim/scenario.h"
+
+#include "diag/grab.h"
 
 #include "client/queue_client.h"
 #include "core/queue.h"
@@ -18,7 +21,6 @@
 #include "server/queue.h"
 #include "server/queue_internal.h"
 
-#include <dirent.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -47,7 +49,6 @@ typedef struct cons_proc {
   rv_consumer *c;
   bool pool;
   int running;   /* handlers inside the handler function now */
-  int cut;       /* partitioned from the queue */
   bool finished;
   char name[16];
 } cons_proc;
@@ -72,26 +73,16 @@ struct queue_sc {
   uint8_t *finished;   /* per seq: observed in the FINISHED state */
   size_t nfinished_cap;
   uint64_t finished_msgs;
-  char *trace_at_violation;
+  sim_verdict verdict;
+  sim_nemesis nemesis;
 };
 
 static void violation(queue_sc *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void violation(queue_sc *sc, const char *fmt, ...) {
-  if (!sc->r->ok)
-    return;
-  sc->r->ok = false;
-  sc->r->violation_at = rv_sim_now(sc->w);
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(sc->r->violation, sizeof sc->r->violation, fmt, ap);
+  sim_violation(&sc->verdict, fmt, ap);
   va_end(ap);
-  rv_sim_note(sc->w, "VIOLATION %.60s", sc->r->violation);
-  size_t len;
-  FILE *f = open_memstream(&sc->trace_at_violation, &len);
-  if (f) {
-    rv_sim_trace_print(sc->w, f, 20);
-    fclose(f);
-  }
 }
 
 static uint64_t draw(queue_sc *sc, uint64_t n) { return rv_rng_below(rv_sim_rng(sc->w), n); }
@@ -377,48 +368,8 @@ static void consumer_main(void *arg) {
 
 /* ---- the nemesis --------------------------------------------------------------------------- */
 
-static void heal(void *arg) {
-  cons_proc *cp = arg;
-  cp->cut = 0;
-  rv_sim_partition(cp->sc->w, cp->proc, cp->sc->queue_proc, false);
-}
-
-static void nemesis(void *arg) {
-  queue_sc *sc = arg;
-  int64_t now = rv_sim_now(sc->w);
-  if (now >= sc->end_ns - (sc->end_ns * 15) / 100)
-    return;
-  cons_proc *cp = &sc->cons[draw(sc, (uint64_t)sc->o.consumers)];
-  int64_t len = 500 * RV_NS_PER_MS + (int64_t)draw(sc, 3500) * RV_NS_PER_MS;
-  if (!cp->cut) {
-    cp->cut = 1;
-    rv_sim_partition(sc->w, cp->proc, sc->queue_proc, true);
-    sc->r->partitions++;
-    rv_sim_at(sc->w, now + len, heal, cp);
-  }
-  rv_sim_at(sc->w, now + len + 1000 * RV_NS_PER_MS + (int64_t)draw(sc, 6000) * RV_NS_PER_MS,
-            nemesis, sc);
-}
 
 /* ---- running ---------------------------------------------------------------------------------- */
-
-/* The server's data directory holds a directory per topic and per channel. */
-static void rm_tree(const char *dir) {
-  DIR *d = opendir(dir);
-  if (d) {
-    struct dirent *e;
-    char path[1024];
-    while ((e = readdir(d))) {
-      if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-        continue;
-      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-      if (unlink(path) != 0)
-        rm_tree(path);
-    }
-    closedir(d);
-  }
-  rmdir(dir);
-}
 
 static void final_checks(queue_sc *sc, int run_rc) {
   rv_sim_queue_result *r = sc->r;
@@ -500,8 +451,15 @@ int rv_sim_queue_run(const rv_sim_queue_opts *opts, rv_sim_queue_result *r) {
   rv_sim_opts wo = {.seed = sc->o.seed, .latency_min_ns = 200 * RV_NS_PER_US,
                     .latency_max_ns = 5 * RV_NS_PER_MS};
   int rc = rv_sim_world_new(&sc->w, &wo);
+  sc->verdict = (sim_verdict){.w = sc->w,
+                              .ok = &r->ok,
+                              .violation = r->violation,
+                              .violation_cap = sizeof r->violation,
+                              .violation_at = &r->violation_at,
+                              .trace = r->trace,
+                              .trace_cap = sizeof r->trace};
   if (rc != RV_OK) {
-    rm_tree(sc->dir);
+    rv_grab_rmtree(sc->dir);
     free(sc->msgs);
     free(sc);
     return rc;
@@ -520,8 +478,15 @@ int rv_sim_queue_run(const rv_sim_queue_opts *opts, rv_sim_queue_result *r) {
     cp->proc = rv_sim_proc_new(sc->w, cp->name);
     rv_sim_spawn(cp->proc, "main", "main", consumer_main, cp);
   }
+  sc->nemesis = (sim_nemesis){.w = sc->w,
+                              .server = sc->queue_proc,
+                              .ntargets = sc->o.consumers,
+                              .stop_ns = sc->end_ns - (sc->end_ns * 15) / 100,
+                              .partitions = &r->partitions};
+  for (int i = 0; i < sc->o.consumers; i++)
+    sc->nemesis.targets[i].proc = sc->cons[i].proc;
   if (!sc->o.no_partitions)
-    rv_sim_at(sc->w, 1 * RV_NS_PER_S + (int64_t)draw(sc, 3000) * RV_NS_PER_MS, nemesis, sc);
+    sim_nemesis_start(&sc->nemesis, 1 * RV_NS_PER_S + (int64_t)draw(sc, 3000) * RV_NS_PER_MS);
   rv_sim_set_step_hook(sc->w, check_server, sc);
 
   int64_t wall0 = rv_now_ns();
@@ -531,22 +496,10 @@ int rv_sim_queue_run(const rv_sim_queue_opts *opts, rv_sim_queue_result *r) {
   r->hash = rv_sim_hash(sc->w);
   r->events = rv_sim_events(sc->w);
   final_checks(sc, rc);
-  if (!r->ok) {
-    if (!sc->trace_at_violation) {
-      size_t len;
-      FILE *f = open_memstream(&sc->trace_at_violation, &len);
-      if (f) {
-        rv_sim_trace_print(sc->w, f, 20);
-        fclose(f);
-      }
-    }
-    if (sc->trace_at_violation)
-      snprintf(r->trace, sizeof r->trace, "%s", sc->trace_at_violation);
-  }
-  free(sc->trace_at_violation);
+  sim_verdict_finish(&sc->verdict);
   /* A world that ended on a violation still holds live threads: their memory is abandoned. */
   rv_sim_world_free(sc->w);
-  rm_tree(sc->dir);
+  rv_grab_rmtree(sc->dir);
   free(sc->finished);
   free(sc->msgs);
   free(sc);
