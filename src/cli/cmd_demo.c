@@ -164,8 +164,8 @@ static int spawn_replica(demo *d, int i) {
   snprintf(logpath, sizeof logpath, "%s/replica-%d.log", d->data, i);
   const char *argv[32 + DEMO_FLAGS_MAX] = {"ravel", "svc", "--replica", rep, "--coord", coord,
                                            "--queue", queue, "--msg-timeout", timeout,
-                                           "--upstream-latency", latency};
-  int argc = 12;
+                                           "--upstream-latency", latency, "--exit-with-parent"};
+  int argc = 13;
   if (d->incident)
     argv[argc++] = "--incident";
   for (int k = 0; k < d->nflags; k++)
@@ -452,6 +452,8 @@ int cmd_demo(int argc, char **argv) {
   struct sigaction sa = {.sa_handler = on_signal};
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  /* Output piped into `head` must not kill the demo before it stops its replicas. */
+  signal(SIGPIPE, SIG_IGN);
   if (!d.data[0]) {
     snprintf(d.data, sizeof d.data, "/tmp/ravel-demo-XXXXXX");
     if (!mkdtemp(d.data)) {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -38,6 +39,8 @@ static void usage(FILE *f) {
           "                         crash or an OOM kill leaves behind (default: off)\n"
           "  --snapshot-every S     seconds between snapshots (default %d)\n"
           "  --snapshot-keep N      snapshots kept (default %d)\n"
+          "  --exit-with-parent     stop when the process that started this one ends (ravel demo\n"
+          "                         uses it, so that no replica outlives a demo that was killed)\n"
           "  --incident             every bug below on\n"
           "  --bug NAME             turn one bug on\n"
           "  --fix NAME             turn one fix on (bug off); flags apply in order\n"
@@ -94,12 +97,15 @@ int cmd_svc(int argc, char **argv) {
       {"snapshot-dir", required_argument, 0, 'S'},
       {"snapshot-every", required_argument, 0, 'E'},
       {"snapshot-keep", required_argument, 0, 'K'},
+      {"exit-with-parent", no_argument, 0, 'P'},
       {"incident", no_argument, 0, 'I'},
       {"bug", required_argument, 0, 'b'},
       {"fix", required_argument, 0, 'f'},
       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   rv_svc_opts o = {.upstream_latency_ms = RV_SVC_DEFAULT_UPSTREAM_LATENCY_MS};
+  bool exit_with_parent = false;
+  pid_t parent = getppid();
   int ch;
   while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     switch (ch) {
@@ -120,6 +126,7 @@ int cmd_svc(int argc, char **argv) {
       o.snapshot_every_ms = cli_int_opt("svc", "--snapshot-every", optarg, 1, 86400) * 1000;
       break;
     case 'K': o.snapshot_keep = (int)cli_int_opt("svc", "--snapshot-keep", optarg, 1, 1000); break;
+    case 'P': exit_with_parent = true; break;
     case 'I':
       for (int i = 0; i < RV_SVC_BUG_COUNT; i++)
         o.bugs[i] = true;
@@ -163,6 +170,13 @@ int cmd_svc(int argc, char **argv) {
     struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
     if (sigtimedwait(&sigs, NULL, &ts) > 0)
       break;
+    if (exit_with_parent && getppid() != parent) {
+      /* Orphaned (the parent was killed): a stuck replica cannot stop cleanly, and
+       * nobody is left to stop it, so end now. */
+      fprintf(stderr, "ravel svc: replica %d: the parent process %d is gone; exiting\n", o.replica,
+              (int)parent);
+      _exit(3);
+    }
     rv_svc_tick(s);
   }
   rc = rv_svc_stop(s);

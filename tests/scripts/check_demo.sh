@@ -25,3 +25,20 @@ grep -q '^verdict: UNHEALTHY' <<<"$out" || fail "no UNHEALTHY verdict"
 piled=$(sed -n 's/^replica .*handled [0-9]*, \([0-9]*\) handler threads.*/\1/p' <<<"$out" | sort -n | tail -1)
 [ "${piled:-0}" -gt 60 ] || fail "--incident: handler threads did not pile up past RDY (most: ${piled:-none})"
 echo "ravel demo: healthy with the fixes, deadlocked with --incident"
+
+# No replica outlives its demo, even one killed with SIGKILL (it cannot stop them):
+# each replica notices its parent is gone and exits (--exit-with-parent).
+. "$(dirname "$0")/lib.sh"
+lib_init demo-orphans
+start_demo orphans --incident --duration 60
+kill -KILL "$demo"; wait "$demo" 2>/dev/null
+gone=0
+for _ in $(seq 1 100); do   # <= 10 s
+  alive=0
+  for a in "${aports[@]}"; do curl -s --max-time 1 "http://127.0.0.1:$a/healthz" >/dev/null && alive=1; done
+  [ $alive = 0 ] && { gone=1; break; }
+  sleep 0.1
+done
+[ $gone = 1 ] || fail "replicas of a SIGKILLed demo are still running"
+echo "ravel demo: its replicas do not outlive it, even after SIGKILL"
+
