@@ -25,6 +25,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -63,11 +64,28 @@ __thread rv_sim_world *rv__sim_tls __attribute__((tls_model("initial-exec")));
 
 typedef enum { C_RUNNABLE, C_RUNNING, C_PARKED, C_DONE } coro_state;
 
+/*
+ * Switching.  swapcontext saves and restores the signal mask, a system call on
+ * every switch (it dominated the simulator's wall time).  Outside the
+ * sanitizer builds, a coroutine is entered the first time with setcontext
+ * (one mask restore per coroutine) and from then on switched with
+ * _setjmp/_longjmp, which leave the mask alone: simulated threads never change
+ * it.  ASan and TSan builds keep swapcontext, which their fiber annotations
+ * are documented against.
+ */
+#if !defined(SIM_ASAN) && !defined(SIM_TSAN)
+#define SIM_FAST_SWITCH 1
+#endif
+
 typedef struct coro {
   rv_thread *t;
   rv_sim_proc *proc;
   rv_sim_world *w;
   ucontext_t uc;
+#ifdef SIM_FAST_SWITCH
+  jmp_buf jb;
+  bool entered; /* the first switch in used setcontext; later ones _longjmp */
+#endif
   char *map; /* guard page + stack */
   void (*fn)(void *);
   void *arg;
@@ -192,6 +210,9 @@ struct rv_sim_world {
   int alive;
   bool stop, running;
   ucontext_t main_uc;
+#ifdef SIM_FAST_SWITCH
+  jmp_buf main_jb;
+#endif
 #ifdef SIM_ASAN
   const void *main_bottom;
   size_t main_size;
@@ -479,7 +500,17 @@ static void switch_in(rv_sim_world *w, coro *c) {
 #ifdef SIM_TSAN
   __tsan_switch_to_fiber(c->fiber, 0);
 #endif
+#ifdef SIM_FAST_SWITCH
+  if (_setjmp(w->main_jb) == 0) {
+    if (!c->entered) {
+      c->entered = true;
+      setcontext(&c->uc);
+    }
+    _longjmp(c->jb, 1);
+  }
+#else
   swapcontext(&w->main_uc, &c->uc);
+#endif
 #ifdef SIM_ASAN
   __sanitizer_finish_switch_fiber(w->main_fake, NULL, NULL);
 #endif
@@ -496,7 +527,12 @@ static void switch_out(coro *c) {
 #ifdef SIM_TSAN
   __tsan_switch_to_fiber(w->main_fiber, 0);
 #endif
+#ifdef SIM_FAST_SWITCH
+  if (_setjmp(c->jb) == 0)
+    _longjmp(w->main_jb, 1);
+#else
   swapcontext(&c->uc, &w->main_uc);
+#endif
 #ifdef SIM_ASAN
   __sanitizer_finish_switch_fiber(c->fake_stack, &w->main_bottom, &w->main_size);
 #endif
