@@ -1,8 +1,11 @@
 /* Shared by the simulator's scenarios: see common.h. */
 #include "sim/common.h"
 
+#include "diag/grab.h"
+
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static char *trace_text(rv_sim_world *w) {
   char *text = NULL;
@@ -65,4 +68,47 @@ void sim_nemesis_start(sim_nemesis *n, int64_t first_ns) {
   for (int i = 0; i < n->ntargets; i++)
     n->targets[i].n = n;
   rv_sim_at(n->w, first_ns, strike, n);
+}
+
+void sim_nemesis_init(sim_nemesis *n, rv_sim_world *w, rv_sim_proc *server, int64_t stop_ns,
+                      uint64_t *partitions) {
+  memset(n, 0, sizeof *n);
+  n->w = w;
+  n->server = server;
+  n->stop_ns = stop_ns;
+  n->partitions = partitions;
+}
+
+int sim_stage_open(rv_sim_world **w, char *dir, size_t dircap, uint64_t seed, char *why,
+                   size_t whylen) {
+  snprintf(dir, dircap, "/tmp/ravel-sim-XXXXXX");
+  if (!mkdtemp(dir)) {
+    snprintf(why, whylen, "cannot create a temporary directory");
+    return RV_EIO;
+  }
+  rv_sim_opts wo = {.seed = seed, .latency_min_ns = 200 * RV_NS_PER_US,
+                    .latency_max_ns = 5 * RV_NS_PER_MS};
+  int rc = rv_sim_world_new(w, &wo);
+  if (rc != RV_OK) {
+    snprintf(why, whylen, "cannot create the world: %s", rv_strerror(rc));
+    rv_grab_rmtree(dir);
+  }
+  return rc;
+}
+
+void sim_stage_close(rv_sim_world *w, const char *dir) {
+  /* A world that ended on a violation still holds live threads: their memory is abandoned. */
+  rv_sim_world_free(w);
+  rv_grab_rmtree(dir);
+}
+
+int sim_run(rv_sim_world *w, int64_t until, int64_t *wall_ns, int64_t *virtual_ns, uint64_t *hash,
+            uint64_t *events) {
+  int64_t wall0 = rv_now_ns();
+  int rc = rv_sim_run(w, until);
+  *wall_ns = rv_now_ns() - wall0;
+  *virtual_ns = rv_sim_now(w);
+  *hash = rv_sim_hash(w);
+  *events = rv_sim_events(w);
+  return rc;
 }

@@ -28,6 +28,31 @@ typedef struct sim_verdict {
   char *trace_at_first; /* malloc'd: the trace when the first violation happened */
 } sim_verdict;
 
+/* The verdict kept in a result struct with fields ok, violation, violation_at, trace. */
+#define SIM_VERDICT_OF(world, res)                                                                 \
+  ((sim_verdict){.w = (world),                                                                     \
+                 .ok = &(res)->ok,                                                                 \
+                 .violation = (res)->violation,                                                    \
+                 .violation_cap = sizeof (res)->violation,                                         \
+                 .violation_at = &(res)->violation_at,                                             \
+                 .trace = (res)->trace,                                                            \
+                 .trace_cap = sizeof (res)->trace})
+
+/*
+ * A scenario's stage: a real temporary directory for the servers' data (there
+ * is no simulated disk yet) and a world with the scenarios' network latency
+ * (0.2-5 ms).  On failure nothing is left behind and why is filled.
+ */
+int sim_stage_open(rv_sim_world **w, char *dir, size_t dircap, uint64_t seed, char *why,
+                   size_t whylen);
+void sim_stage_close(rv_sim_world *w, const char *dir);
+
+/* Run the world until `until`; wall and virtual time, trace hash and events go to the result. */
+#define SIM_RUN(world, until, res)                                                                 \
+  sim_run((world), (until), &(res)->wall_ns, &(res)->virtual_ns, &(res)->hash, &(res)->events)
+int sim_run(rv_sim_world *w, int64_t until, int64_t *wall_ns, int64_t *virtual_ns, uint64_t *hash,
+            uint64_t *events);
+
 /* Record a violation (only the first one counts); the world keeps running. */
 void sim_violation(sim_verdict *v, const char *fmt, va_list ap);
 /* At the end: copy the trace of the first violation (or, for a violation found
@@ -51,6 +76,9 @@ struct sim_nemesis {
   int64_t stop_ns;
   uint64_t *partitions; /* counted here */
 };
+/* Set it up against server with no targets yet (add them to targets[], ntargets). */
+void sim_nemesis_init(sim_nemesis *n, rv_sim_world *w, rv_sim_proc *server, int64_t stop_ns,
+                      uint64_t *partitions);
 /* Start it (first partition at first_ns); n must outlive the world's run. */
 void sim_nemesis_start(sim_nemesis *n, int64_t first_ns);
 

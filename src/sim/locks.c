@@ -11,8 +11,6 @@
 #include "sim/common.h"
 #include "sim/scenario.h"
 
-#include "diag/grab.h"
-
 #include "client/coord_client.h"
 #include "obs/log.h"
 #include "server/coord.h"
@@ -368,9 +366,6 @@ static void client_main(void *arg) {
   }
 }
 
-/* ---- the nemesis -------------------------------------------------------------------------------- */
-
-
 /* ---- running -------------------------------------------------------------------------------------- */
 
 int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
@@ -394,28 +389,14 @@ int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
     sc->o.min_acquisitions = 3;
   sc->r = r;
   sc->end_ns = sc->o.virtual_ns;
-  snprintf(sc->dir, sizeof sc->dir, "/tmp/ravel-sim-XXXXXX");
-  if (!mkdtemp(sc->dir)) {
-    snprintf(r->violation, sizeof r->violation, "cannot create a temporary directory");
-    r->ok = false;
-    free(sc);
-    return RV_EIO;
-  }
-  rv_sim_opts wo = {.seed = sc->o.seed, .latency_min_ns = 200 * RV_NS_PER_US,
-                    .latency_max_ns = 5 * RV_NS_PER_MS};
-  int rc = rv_sim_world_new(&sc->w, &wo);
-  sc->verdict = (sim_verdict){.w = sc->w,
-                              .ok = &r->ok,
-                              .violation = r->violation,
-                              .violation_cap = sizeof r->violation,
-                              .violation_at = &r->violation_at,
-                              .trace = r->trace,
-                              .trace_cap = sizeof r->trace};
+  int rc = sim_stage_open(&sc->w, sc->dir, sizeof sc->dir, sc->o.seed, r->violation,
+                          sizeof r->violation);
   if (rc != RV_OK) {
-    rv_grab_rmtree(sc->dir);
+    r->ok = false;
     free(sc);
     return rc;
   }
+  sc->verdict = SIM_VERDICT_OF(sc->w, r);
   sc->coord_proc = rv_sim_proc_new(sc->w, "coord");
   sc->res_proc = rv_sim_proc_new(sc->w, "resource");
   sc->res_stop = rv_ctx_new(NULL);
@@ -431,23 +412,14 @@ int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
     cp->proc = rv_sim_proc_new(sc->w, name);
     rv_sim_spawn(cp->proc, "main", "main", client_main, cp);
   }
-  sc->nemesis = (sim_nemesis){.w = sc->w,
-                              .server = sc->coord_proc,
-                              .ntargets = sc->o.clients,
-                              .stop_ns = sc->end_ns - (sc->end_ns * 15) / 100,
-                              .partitions = &r->partitions};
+  sim_nemesis_init(&sc->nemesis, sc->w, sc->coord_proc, sc->end_ns - (sc->end_ns * 15) / 100, &r->partitions);
   for (int i = 0; i < sc->o.clients; i++)
-    sc->nemesis.targets[i].proc = sc->clients[i].proc;
+    sc->nemesis.targets[sc->nemesis.ntargets++].proc = sc->clients[i].proc;
   if (!sc->o.no_partitions)
     sim_nemesis_start(&sc->nemesis, 2 * RV_NS_PER_S + (int64_t)draw(sc, 3000) * RV_NS_PER_MS);
   rv_sim_set_step_hook(sc->w, check_lock_table, sc);
 
-  int64_t wall0 = rv_now_ns();
-  rc = rv_sim_run(sc->w, sc->end_ns + RV_SIM_LOCKS_LIVENESS_NS);
-  r->wall_ns = rv_now_ns() - wall0;
-  r->virtual_ns = rv_sim_now(sc->w);
-  r->hash = rv_sim_hash(sc->w);
-  r->events = rv_sim_events(sc->w);
+  rc = SIM_RUN(sc->w, sc->end_ns + RV_SIM_LOCKS_LIVENESS_NS, r);
   if (r->ok && rc != RV_OK) {
     int unfinished = 0, least = -1;
     for (int i = 0; i < sc->o.clients; i++)
@@ -466,10 +438,8 @@ int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
              rc == RV_EDEADLK ? "every thread blocked for good" : "virtual time ran out");
   }
   sim_verdict_finish(&sc->verdict);
-  /* A world that ended on a violation still holds live threads: their memory is abandoned. */
-  rv_sim_world_free(sc->w);
+  sim_stage_close(sc->w, sc->dir);
   rv_ctx_free(sc->res_stop);
-  rv_grab_rmtree(sc->dir);
   free(sc);
   return RV_OK;
 }

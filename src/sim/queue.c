@@ -13,8 +13,6 @@
 #include "sim/common.h"
 #include "sim/scenario.h"
 
-#include "diag/grab.h"
-
 #include "client/queue_client.h"
 #include "core/queue.h"
 #include "obs/log.h"
@@ -366,9 +364,6 @@ static void consumer_main(void *arg) {
   proc_done(sc);
 }
 
-/* ---- the nemesis --------------------------------------------------------------------------- */
-
-
 /* ---- running ---------------------------------------------------------------------------------- */
 
 static void final_checks(queue_sc *sc, int run_rc) {
@@ -440,30 +435,15 @@ int rv_sim_queue_run(const rv_sim_queue_opts *opts, rv_sim_queue_result *r) {
     free(sc);
     return RV_ENOMEM;
   }
-  snprintf(sc->dir, sizeof sc->dir, "/tmp/ravel-simq-XXXXXX");
-  if (!mkdtemp(sc->dir)) {
-    snprintf(r->violation, sizeof r->violation, "cannot create a temporary directory");
-    r->ok = false;
-    free(sc->msgs);
-    free(sc);
-    return RV_EIO;
-  }
-  rv_sim_opts wo = {.seed = sc->o.seed, .latency_min_ns = 200 * RV_NS_PER_US,
-                    .latency_max_ns = 5 * RV_NS_PER_MS};
-  int rc = rv_sim_world_new(&sc->w, &wo);
-  sc->verdict = (sim_verdict){.w = sc->w,
-                              .ok = &r->ok,
-                              .violation = r->violation,
-                              .violation_cap = sizeof r->violation,
-                              .violation_at = &r->violation_at,
-                              .trace = r->trace,
-                              .trace_cap = sizeof r->trace};
+  int rc = sim_stage_open(&sc->w, sc->dir, sizeof sc->dir, sc->o.seed, r->violation,
+                          sizeof r->violation);
   if (rc != RV_OK) {
-    rv_grab_rmtree(sc->dir);
+    r->ok = false;
     free(sc->msgs);
     free(sc);
     return rc;
   }
+  sc->verdict = SIM_VERDICT_OF(sc->w, r);
   sc->queue_proc = rv_sim_proc_new(sc->w, "queue");
   sc->prod_proc = rv_sim_proc_new(sc->w, "producer");
   sc->procs_left = 1 + sc->o.consumers;
@@ -478,28 +458,17 @@ int rv_sim_queue_run(const rv_sim_queue_opts *opts, rv_sim_queue_result *r) {
     cp->proc = rv_sim_proc_new(sc->w, cp->name);
     rv_sim_spawn(cp->proc, "main", "main", consumer_main, cp);
   }
-  sc->nemesis = (sim_nemesis){.w = sc->w,
-                              .server = sc->queue_proc,
-                              .ntargets = sc->o.consumers,
-                              .stop_ns = sc->end_ns - (sc->end_ns * 15) / 100,
-                              .partitions = &r->partitions};
+  sim_nemesis_init(&sc->nemesis, sc->w, sc->queue_proc, sc->end_ns - (sc->end_ns * 15) / 100, &r->partitions);
   for (int i = 0; i < sc->o.consumers; i++)
-    sc->nemesis.targets[i].proc = sc->cons[i].proc;
+    sc->nemesis.targets[sc->nemesis.ntargets++].proc = sc->cons[i].proc;
   if (!sc->o.no_partitions)
     sim_nemesis_start(&sc->nemesis, 1 * RV_NS_PER_S + (int64_t)draw(sc, 3000) * RV_NS_PER_MS);
   rv_sim_set_step_hook(sc->w, check_server, sc);
 
-  int64_t wall0 = rv_now_ns();
-  rc = rv_sim_run(sc->w, sc->end_ns + RV_SIM_QUEUE_LIVENESS_NS + 30 * RV_NS_PER_S);
-  r->wall_ns = rv_now_ns() - wall0;
-  r->virtual_ns = rv_sim_now(sc->w);
-  r->hash = rv_sim_hash(sc->w);
-  r->events = rv_sim_events(sc->w);
+  rc = SIM_RUN(sc->w, sc->end_ns + RV_SIM_QUEUE_LIVENESS_NS + 30 * RV_NS_PER_S, r);
   final_checks(sc, rc);
   sim_verdict_finish(&sc->verdict);
-  /* A world that ended on a violation still holds live threads: their memory is abandoned. */
-  rv_sim_world_free(sc->w);
-  rv_grab_rmtree(sc->dir);
+  sim_stage_close(sc->w, sc->dir);
   free(sc->finished);
   free(sc->msgs);
   free(sc);
