@@ -54,6 +54,7 @@ struct rv_session {
   void *arg;
   bool lost;   /* __atomic */
   bool paused; /* __atomic, test hook */
+  cc_conn *ka_conn; /* the keepalive thread's own connection */
   int64_t opened_ns;
   rv_rawmu held_mu; /* guards held: this session's live lock handles */
   struct rv_dlock *held;
@@ -145,77 +146,99 @@ static void session_lose(rv_session *s, const char *why) {
   }
 }
 
-static void keepalive_main(void *arg) {
-  rv_session *s = arg;
-  int64_t ttl_ns = s->ttl_ms * RV_NS_PER_MS;
-  int64_t interval = ttl_ns / KEEPALIVE_DIVISOR;
-  int64_t retry = ttl_ns / KEEPALIVE_RETRY_DIVISOR;
+void cc_keepalive_run(const cc_keepalive *k) {
+  int64_t interval = k->ttl_ns / KEEPALIVE_DIVISOR;
+  int64_t retry = k->ttl_ns / KEEPALIVE_RETRY_DIVISOR;
   if (retry < KEEPALIVE_RETRY_MIN_NS)
     retry = KEEPALIVE_RETRY_MIN_NS;
-  int64_t last_ok = s->opened_ns;
+  int64_t last_ok = k->opened_ns;
   int64_t next = last_ok + interval;
-  char sid[NUM_MAX];
-  snprintf(sid, sizeof sid, "%" PRIu64, s->id);
-  const char *argv[] = {"SESSION.KEEPALIVE", sid};
-  cc_conn *k = NULL;
   char why[CC_ERR_MAX] = "";
   for (;;) {
     int64_t now = rv_now_ns();
-    int64_t expiry = last_ok + ttl_ns;
+    int64_t expiry = last_ok + k->ttl_ns;
     if (next > expiry)
       next = expiry;
-    if (next > now && rv_sleep(s->stop, next - now) != RV_OK)
-      break; /* closed */
+    if (next > now && rv_sleep(k->stop, next - now) != RV_OK)
+      return; /* closed */
     now = rv_now_ns();
     if (now >= expiry) {
-      session_lose(s, why[0] ? why : "no keepalive succeeded within the TTL");
-      break;
+      k->lose(k->arg, why[0] ? why : "no keepalive succeeded within the TTL");
+      return;
     }
-    if (__atomic_load_n(&s->paused, __ATOMIC_ACQUIRE)) {
+    if (__atomic_load_n(k->paused, __ATOMIC_ACQUIRE)) {
       snprintf(why, sizeof why, "keepalive paused (test hook)");
       next = now + retry;
       continue;
     }
-    rv_ctx *op = rv_ctx_with_deadline(s->stop, expiry);
-    int rc = op ? RV_OK : RV_ENOMEM;
-    if (rc == RV_OK && !k)
-      rc = cc_dial(s->c, op, &k);
-    redisReply *rep = NULL;
+    rv_ctx *op = rv_ctx_with_deadline(k->stop, expiry);
     int64_t sent = rv_now_ns();
-    if (rc == RV_OK)
-      rc = cc_call(k, op, 2, argv, &rep);
-    bool stopped = rv_ctx_err(s->stop) != 0;
+    int rc = op ? k->attempt(k->arg, op, why, sizeof why) : RV_ENOMEM;
     rv_ctx_free(op);
-    if (stopped) {
-      if (rep)
-        freeReplyObject(rep);
-      break;
-    }
-    if (rc != RV_OK) {
-      cc_conn_free(k);
-      k = NULL;
-      snprintf(why, sizeof why, "cannot reach coord %s:%u: %s", s->c->host, s->c->port,
-               rv_strerror(rc));
-      next = rv_now_ns() + retry;
-      continue;
-    }
-    if (rep->type == REDIS_REPLY_INTEGER) {
-      CC_STAT_INC(s->c, keepalives);
+    if (rv_ctx_err(k->stop) != RV_OK)
+      return;
+    if (rc == RV_OK) {
+      CC_STAT_INC(k->c, keepalives);
       last_ok = sent;
       why[0] = 0;
       next = sent + interval;
-    } else if (rep->type == REDIS_REPLY_ERROR &&
-               (strncmp(rep->str, "NOSESSION", 9) == 0 || strncmp(rep->str, "EXPIRED", 7) == 0)) {
-      session_lose(s, rep->str);
-      freeReplyObject(rep);
-      break;
+    } else if (rc == CC_KA_LOST) {
+      k->lose(k->arg, why);
+      return;
     } else {
-      snprintf(why, sizeof why, "keepalive refused: %s", rep->str ? rep->str : "unexpected reply");
+      if (!why[0])
+        snprintf(why, sizeof why, "keepalive failed: %s", rv_strerror(rc));
       next = rv_now_ns() + retry;
     }
-    freeReplyObject(rep);
   }
-  cc_conn_free(k);
+}
+
+/* One SESSION.KEEPALIVE on the session's own connection (dialled again after a failure). */
+static int keepalive_attempt(void *arg, rv_ctx *op, char *why, size_t whylen) {
+  rv_session *s = arg;
+  char sid[NUM_MAX];
+  snprintf(sid, sizeof sid, "%" PRIu64, s->id);
+  const char *argv[] = {"SESSION.KEEPALIVE", sid};
+  int rc = s->ka_conn ? RV_OK : cc_dial(s->c, op, &s->ka_conn);
+  redisReply *rep = NULL;
+  if (rc == RV_OK)
+    rc = cc_call(s->ka_conn, op, 2, argv, &rep);
+  if (rc != RV_OK) {
+    cc_conn_free(s->ka_conn);
+    s->ka_conn = NULL;
+    snprintf(why, whylen, "cannot reach coord %s:%u: %s", s->c->host, s->c->port,
+             rv_strerror(rc));
+    return rc;
+  }
+  if (rep->type == REDIS_REPLY_INTEGER) {
+    rc = RV_OK;
+  } else if (rep->type == REDIS_REPLY_ERROR &&
+             (strncmp(rep->str, "NOSESSION", 9) == 0 || strncmp(rep->str, "EXPIRED", 7) == 0)) {
+    snprintf(why, whylen, "%s", rep->str);
+    rc = CC_KA_LOST;
+  } else {
+    snprintf(why, whylen, "keepalive refused: %s", rep->str ? rep->str : "unexpected reply");
+    rc = RV_EPROTO;
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+static void session_lose_cb(void *arg, const char *why) { session_lose(arg, why); }
+
+static void keepalive_main(void *arg) {
+  rv_session *s = arg;
+  cc_keepalive k = {.c = s->c,
+                    .stop = s->stop,
+                    .ttl_ns = s->ttl_ms * RV_NS_PER_MS,
+                    .opened_ns = s->opened_ns,
+                    .paused = &s->paused,
+                    .attempt = keepalive_attempt,
+                    .lose = session_lose_cb,
+                    .arg = s};
+  cc_keepalive_run(&k);
+  cc_conn_free(s->ka_conn);
+  s->ka_conn = NULL;
 }
 
 int rv_session_open_cb(rv_ctx *ctx, rv_coord_client *c, int64_t ttl_ms,

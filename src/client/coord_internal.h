@@ -73,6 +73,26 @@ int cc_ctl_call(rv_coord_client *c, rv_ctx *ctx, int argc, const char *const *ar
 int cc_reply_err(const redisReply *r);
 void cc_set_last_error(const char *text);
 
+/*
+ * The keepalive loop shared by the coord and etcd sessions: renew every TTL/3,
+ * retry every TTL/10 after a failure, and declare the session lost when the
+ * server says so or when no renewal succeeded within the TTL.  attempt makes
+ * one renewal under op (deadline: the expiry): RV_OK, CC_KA_LOST (the server
+ * says the session is gone; why says how), or another error (transient; why
+ * says what).  Returns when stop ends or the session is lost (after lose).
+ */
+#define CC_KA_LOST 1
+typedef struct cc_keepalive {
+  rv_coord_client *c; /* its keepalives counter */
+  rv_ctx *stop;
+  int64_t ttl_ns, opened_ns;
+  const bool *paused; /* __atomic test hook */
+  int (*attempt)(void *arg, rv_ctx *op, char *why, size_t whylen);
+  void (*lose)(void *arg, const char *why);
+  void *arg;
+} cc_keepalive;
+void cc_keepalive_run(const cc_keepalive *k);
+
 /* Flat map lookup: the value element for key, or NULL. */
 const redisReply *cc_map_get(const redisReply *m, const char *key);
 /* malloc'd copy of a string/status value; NULL for nil or absent. */

@@ -91,8 +91,6 @@
 #define EC_CFG_PREFIX "/ravel/config/"
 #define EC_KEY_MAX 1024
 #define EC_NUM_MAX 32
-#define EC_KEEPALIVE_DIVISOR 3
-#define EC_KEEPALIVE_RETRY_DIVISOR 10
 #define EC_WATCH_BACKOFF_NS (100 * RV_NS_PER_MS)
 #define EC_LOCK_NAME_MAX 256
 
@@ -581,55 +579,37 @@ static int ka_on_msg(void *arg, json_t *msg) {
   return 1;
 }
 
+/* One lease keepalive round trip on the gateway's stream endpoint. */
+static int ec_keepalive_attempt(void *arg, rv_ctx *op, char *why, size_t whylen) {
+  ec_session *s = arg;
+  ka_result r = {0};
+  bool stopped = false;
+  int rc = ec_stream(s->c->etcd, op, "/v3/lease/keepalive",
+                     json_pack("{s:o}", "ID", jint_str(s->lease)), ka_on_msg, &r, &stopped);
+  if (rc == RV_OK && r.got && r.ttl > 0)
+    return RV_OK;
+  if (rc == RV_OK && r.got) {
+    snprintf(why, whylen, "lease expired or revoked");
+    return CC_KA_LOST;
+  }
+  snprintf(why, whylen, "keepalive failed: %s (%s)", rv_strerror(rc == RV_OK ? RV_EPROTO : rc),
+           rv_coord_last_error());
+  return rc == RV_OK ? RV_EPROTO : rc;
+}
+
+static void ec_session_lose_cb(void *arg, const char *why) { ec_session_lose(arg, why); }
+
 static void ec_keepalive_main(void *arg) {
   ec_session *s = arg;
-  int64_t ttl_ns = s->ttl_ms * RV_NS_PER_MS;
-  int64_t interval = ttl_ns / EC_KEEPALIVE_DIVISOR;
-  int64_t retry = ttl_ns / EC_KEEPALIVE_RETRY_DIVISOR;
-  int64_t last_ok = s->opened_ns;
-  int64_t next = last_ok + interval;
-  char why[CC_ERR_MAX] = "";
-  for (;;) {
-    int64_t now = rv_now_ns();
-    int64_t expiry = last_ok + ttl_ns;
-    if (next > expiry)
-      next = expiry;
-    if (next > now && rv_sleep(s->stop, next - now) != RV_OK)
-      break; /* closed */
-    now = rv_now_ns();
-    if (now >= expiry) {
-      ec_session_lose(s, why[0] ? why : "no keepalive succeeded within the TTL");
-      break;
-    }
-    if (__atomic_load_n(&s->paused, __ATOMIC_ACQUIRE)) {
-      snprintf(why, sizeof why, "keepalive paused (test hook)");
-      next = now + retry;
-      continue;
-    }
-    rv_ctx *op = rv_ctx_with_deadline(s->stop, expiry);
-    int64_t sent = rv_now_ns();
-    ka_result r = {0};
-    bool stopped = false;
-    int rc = op ? ec_stream(s->c->etcd, op, "/v3/lease/keepalive",
-                            json_pack("{s:o}", "ID", jint_str(s->lease)), ka_on_msg, &r, &stopped)
-                : RV_ENOMEM;
-    rv_ctx_free(op);
-    if (rv_ctx_err(s->stop) != RV_OK)
-      break;
-    if (rc == RV_OK && r.got && r.ttl > 0) {
-      CC_STAT_INC(s->c, keepalives);
-      last_ok = sent;
-      why[0] = 0;
-      next = sent + interval;
-    } else if (rc == RV_OK && r.got) {
-      ec_session_lose(s, "lease expired or revoked");
-      break;
-    } else {
-      snprintf(why, sizeof why, "keepalive failed: %s (%s)", rv_strerror(rc == RV_OK ? RV_EPROTO : rc),
-               rv_coord_last_error());
-      next = rv_now_ns() + retry;
-    }
-  }
+  cc_keepalive k = {.c = s->c,
+                    .stop = s->stop,
+                    .ttl_ns = s->ttl_ms * RV_NS_PER_MS,
+                    .opened_ns = s->opened_ns,
+                    .paused = &s->paused,
+                    .attempt = ec_keepalive_attempt,
+                    .lose = ec_session_lose_cb,
+                    .arg = s};
+  cc_keepalive_run(&k);
 }
 
 int ec_session_open(rv_ctx *ctx, rv_coord_client *c, int64_t ttl_ms, rv_session_lost_fn on_lost,
