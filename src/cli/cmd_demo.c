@@ -29,6 +29,7 @@
 #include "rt/rt.h"
 #include "server/coord.h"
 #include "server/queue.h"
+#include "svc/load.h"
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -91,30 +92,13 @@ static void loop_main(void *arg) { rv_loop_run(((demo *)arg)->loop); }
 
 /* ---- the load generator: events "acct-K item-1 .. item-N" at a steady rate --------------- */
 
+/* The same generator runs in the simulator's service scenario (svc/load.h); seed 42 as always. */
 static void load_main(void *arg) {
   demo *d = arg;
-  rv_producer *p;
-  rv_producer_opts po = {.port = rv_qsrv_tcp_port(d->queue)};
-  if (rv_producer_open(&p, NULL, &po) != RV_OK)
-    return;
-  rv_rng rng;
-  rv_rng_seed(&rng, 42);
-  int64_t period_ns = RV_NS_PER_S / (d->rate > 0 ? d->rate : 1), next = rv_now_ns();
-  while (!atomic_load(&d->stop_load)) {
-    char body[256];
-    int n = snprintf(body, sizeof body, "acct-%llu", (unsigned long long)rv_rng_below(&rng, (uint64_t)d->resources));
-    for (int64_t i = 1; i <= d->items && n < (int)sizeof body - 16; i++)
-      n += snprintf(body + n, sizeof body - (size_t)n, " item-%lld", (long long)i);
-    rv_ctx *ctx = rv_ctx_with_timeout(NULL, 5 * RV_NS_PER_S);
-    if (rv_producer_pub(ctx, p, "events", body, (size_t)n) == RV_OK)
-      atomic_fetch_add(&d->published, 1);
-    rv_ctx_free(ctx);
-    next += period_ns;
-    int64_t wait = next - rv_now_ns();
-    if (wait > 0)
-      rv_sleep(NULL, wait);
-  }
-  rv_producer_close(p);
+  rv_svc_load_opts lo = {.queue_port = rv_qsrv_tcp_port(d->queue), .rate = d->rate,
+                         .resources = d->resources, .items = d->items, .seed = 42,
+                         .stop = &d->stop_load, .published = &d->published};
+  rv_svc_load_run(&lo);
 }
 
 /* ---- coord commands ------------------------------------------------------------------------ */

@@ -14,6 +14,7 @@ static void usage(FILE *f) {
           "                 [--KEY VALUE | --KEY | --no-KEY]...\n"
           "       ravel sim SCENARIO --show\n"
           "       ravel sim --list\n"
+          "       ravel sim service [OPTIONS]   (the incident; ravel sim service --help)\n"
           "\n"
           "Run real ravel components in one process and one OS thread, with virtual time, a\n"
           "simulated network and disk, faults, and every choice drawn from a seeded PRNG:\n"
@@ -28,6 +29,7 @@ static void usage(FILE *f) {
           "  --seed N               one seed (default 1)\n"
           "  --seeds A..B           every seed from A to B, and a summary\n"
           "  --check-determinism    run each seed twice and compare the trace hashes\n"
+          "  --swarm, --no-swarm    let the seed pick the fault mix, or not (overrides the file)\n"
           "  --show                 print the scenario file and exit\n"
           "  --list                 list the built-in scenarios and exit\n"
           "\n"
@@ -141,6 +143,8 @@ int cmd_sim(int argc, char **argv) {
       }
     } else if (strcmp(a, "--check-determinism") == 0) {
       determinism = true;
+    } else if (strcmp(a, "--swarm") == 0 || strcmp(a, "--no-swarm") == 0) {
+      spec.swarm = a[2] == 's';
     } else if (strncmp(a, "--no-", 5) == 0 && rv_sim_spec_key_is_flag(&spec, a + 5)) {
       rv_sim_spec_set(&spec, a + 5, "off", why, sizeof why);
     } else if (strncmp(a, "--", 2) == 0 && rv_sim_spec_key_is_flag(&spec, a + 2) &&

@@ -56,8 +56,14 @@ struct rv_session {
   bool paused; /* __atomic, test hook */
   cc_conn *ka_conn; /* the keepalive thread's own connection */
   int64_t opened_ns;
-  rv_rawmu held_mu; /* guards held: this session's live lock handles */
-  struct rv_dlock *held;
+  rv_rawmu held_mu; /* guards held and pending */
+  struct rv_dlock *held;    /* this session's live lock handles */
+  /* Releases coord never answered (the connection failed): the keepalive thread sends them
+   * again after each keepalive that got through, until coord answers or the session ends.
+   * Without this a release lost to a reset or a partition leaves the lock held for as long
+   * as the session lives (found by `ravel sim all-fixes-faults`). */
+  struct rv_dlock *pending;
+  int npending;
 };
 
 struct rv_dlock {
@@ -66,7 +72,16 @@ struct rv_dlock {
   rv_session *s;
   char *name;
   uint64_t token;
+  char *desc; /* on the pending list with token 0: a grant we may hold unknowingly (orphan) */
 };
+
+static void release_pending(rv_session *s, cc_conn *conn, rv_ctx *op);
+static void pending_free(rv_session *s);
+static bool session_holds(rv_session *s, const char *name, uint64_t token);
+static bool pending_add(rv_session *s, struct rv_dlock *h);
+static void dlock_free(struct rv_dlock *h);
+static void orphan_check(rv_session *s, cc_conn *conn, rv_ctx *op, const char *name,
+                         const char *desc, bool *answered);
 
 /* Whether the session has a live handle for name with this token. */
 static bool session_holds(rv_session *s, const char *name, uint64_t token) {
@@ -212,6 +227,7 @@ static int keepalive_attempt(void *arg, rv_ctx *op, char *why, size_t whylen) {
   }
   if (rep->type == REDIS_REPLY_INTEGER) {
     rc = RV_OK;
+    release_pending(s, s->ka_conn, op);
   } else if (rep->type == REDIS_REPLY_ERROR &&
              (strncmp(rep->str, "NOSESSION", 9) == 0 || strncmp(rep->str, "EXPIRED", 7) == 0)) {
     snprintf(why, whylen, "%s", rep->str);
@@ -348,6 +364,7 @@ void rv_session_close(rv_session *s) {
     rv_ctx_cancel(s->ctx, "session closed");
   rv_ctx_free(s->ctx);
   rv_ctx_free(s->stop);
+  pending_free(s); /* closing the session released them on coord */
   rv_rawmu_destroy(&s->held_mu);
   free(s);
 }
@@ -419,15 +436,17 @@ static void pool_put(rv_coord_client *c, cc_conn *k, bool healthy) {
 
 /* ---- locks -------------------------------------------------------------------------------- */
 
-static int release_token(rv_session *s, const char *name, uint64_t token) {
+/* LOCK.RELEASE on conn (NULL: the control connection); *answered says whether coord
+ * replied at all (an error reply is an answer: the lock is not held by us any more). */
+static int release_on(rv_session *s, cc_conn *conn, rv_ctx *op, const char *name, uint64_t token,
+                      bool *answered) {
   char sid[NUM_MAX], tok[NUM_MAX];
   snprintf(sid, sizeof sid, "%" PRIu64, s->id);
   snprintf(tok, sizeof tok, "%" PRIu64, token);
   const char *argv[] = {"LOCK.RELEASE", sid, name, tok};
-  rv_ctx *op = rv_ctx_with_timeout(NULL, RV_COORD_OP_TIMEOUT_NS);
   redisReply *rep = NULL;
-  int rc = cc_ctl_call(s->c, op, 4, argv, &rep);
-  rv_ctx_free(op);
+  int rc = conn ? cc_call(conn, op, 4, argv, &rep) : cc_ctl_call(s->c, op, 4, argv, &rep);
+  *answered = rc == RV_OK;
   if (rc == RV_OK) {
     if (rep->type == REDIS_REPLY_ERROR)
       rc = cc_reply_err(rep);
@@ -436,24 +455,125 @@ static int release_token(rv_session *s, const char *name, uint64_t token) {
   return rc;
 }
 
-/* After a withdrawn wait: release a grant of ours that raced with the close. */
-static void release_orphan(rv_session *s, const char *name, const char *desc) {
-  const char *argv[] = {"LOCK.INFO", name};
+static int release_token(rv_session *s, const char *name, uint64_t token) {
   rv_ctx *op = rv_ctx_with_timeout(NULL, RV_COORD_OP_TIMEOUT_NS);
-  redisReply *rep = NULL;
-  int rc = cc_ctl_call(s->c, op, 2, argv, &rep);
+  bool answered;
+  int rc = release_on(s, NULL, op, name, token, &answered);
   rv_ctx_free(op);
+  return rc;
+}
+
+/* From the keepalive thread, after a keepalive got through on conn: send the releases coord
+ * never answered; keep those that fail again for the next round. */
+static void release_pending(rv_session *s, cc_conn *conn, rv_ctx *op) {
+  for (;;) {
+    rv_rawmu_lock(&s->held_mu);
+    struct rv_dlock *h = s->pending;
+    if (h) {
+      s->pending = h->next;
+      s->npending--;
+    }
+    rv_rawmu_unlock(&s->held_mu);
+    if (!h)
+      return;
+    bool answered;
+    if (h->desc)
+      orphan_check(s, conn, op, h->name, h->desc, &answered);
+    else
+      release_on(s, conn, op, h->name, h->token, &answered);
+    if (!answered) {
+      if (!pending_add(s, h))
+        dlock_free(h);
+      return;
+    }
+    CC_STAT_INC(s->c, releases_retried);
+    dlock_free(h);
+  }
+}
+
+static void pending_free(rv_session *s) {
+  while (s->pending) {
+    struct rv_dlock *h = s->pending;
+    s->pending = h->next;
+    dlock_free(h);
+  }
+  s->npending = 0;
+}
+
+/* Keep h for the keepalive thread to send again; false (h not taken) when the list is full. */
+static bool pending_add(rv_session *s, struct rv_dlock *h) {
+  bool taken = false;
+  rv_rawmu_lock(&s->held_mu);
+  if (s->npending < RV_COORD_PENDING_RELEASES_MAX) {
+    h->next = s->pending;
+    s->pending = h;
+    s->npending++;
+    taken = true;
+  }
+  rv_rawmu_unlock(&s->held_mu);
+  return taken;
+}
+
+static void dlock_free(struct rv_dlock *h) {
+  if (!h)
+    return;
+  free(h->name);
+  free(h->desc);
+  free(h);
+}
+
+/* Keep a release (token) or an orphan check (desc) to retry; dropped if the list is full. */
+static void pending_keep(rv_session *s, const char *name, uint64_t token, const char *desc) {
+  struct rv_dlock *h = calloc(1, sizeof *h);
+  if (h) {
+    h->s = s;
+    h->name = strdup(name);
+    h->token = token;
+    h->desc = desc ? strdup(desc) : NULL;
+  }
+  if (!h || !h->name || (desc && !h->desc) || !pending_add(s, h))
+    dlock_free(h);
+}
+
+/*
+ * A grant coord may hold for our session that no handle of ours knows (the wait was
+ * withdrawn, or the connection failed, around the grant): if coord says our session holds
+ * name with our description under a token we hold no handle for, release it.  *answered:
+ * coord replied to LOCK.INFO (a release it then does not answer is kept to retry).
+ */
+static void orphan_check(rv_session *s, cc_conn *conn, rv_ctx *op, const char *name,
+                         const char *desc, bool *answered) {
+  const char *argv[] = {"LOCK.INFO", name};
+  redisReply *rep = NULL;
+  int rc = conn ? cc_call(conn, op, 2, argv, &rep) : cc_ctl_call(s->c, op, 2, argv, &rep);
+  *answered = rc == RV_OK;
   if (rc != RV_OK)
     return;
   if (rep->type == REDIS_REPLY_ARRAY &&
       (uint64_t)cc_map_int(rep, "holder_session", 0) == s->id) {
     const redisReply *d = cc_map_get(rep, "description");
     uint64_t token = (uint64_t)cc_map_int(rep, "token", 0);
+    bool released;
     if (d && d->type == REDIS_REPLY_STRING && strcmp(d->str, desc) == 0 &&
-        !session_holds(s, name, token))
-      release_token(s, name, token);
+        !session_holds(s, name, token)) {
+      release_on(s, conn, op, name, token, &released);
+      if (!released)
+        pending_keep(s, name, token, NULL);
+    }
   }
   freeReplyObject(rep);
+}
+
+/* After a withdrawn or failed wait: release a grant of ours that raced with it, now or,
+ * when coord cannot be reached, from the keepalive thread once it can. */
+static void release_orphan(rv_session *s, const char *name, const char *desc) {
+  rv_ctx *op = rv_ctx_with_timeout(NULL, RV_COORD_OP_TIMEOUT_NS);
+  bool answered = false;
+  if (op)
+    orphan_check(s, NULL, op, name, desc, &answered);
+  rv_ctx_free(op);
+  if (!answered && !rv_session_lost(s))
+    pending_keep(s, name, 0, desc);
 }
 
 static bool is_ctx_err(int rc) { return rc == RV_ECANCELED || rc == RV_EDEADLINE; }
@@ -513,6 +633,10 @@ int rv_dlock_acquire(rv_ctx *ctx, rv_session *s, const char *name, const char *d
     got = acquire_reply(rep, &token);
     freeReplyObject(rep);
     rep = NULL;
+  } else if (k == NULL && rc != RV_ENOMEM) {
+    /* The request may have reached coord and been granted, the answer lost with the
+     * connection: a lock our session would hold with nobody to release it. */
+    release_orphan(s, name, desc);
   }
   if (got == 0) { /* busy: wait in the server's FIFO on this connection */
     CC_STAT_INC(c, waits);
@@ -540,6 +664,10 @@ int rv_dlock_acquire(rv_ctx *ctx, rv_session *s, const char *name, const char *d
       CC_STAT_INC(c, cancels);
       got = rc;
     } else {
+      /* As above: granted on coord perhaps, the answer lost with the connection. */
+      pool_put(c, k, false);
+      k = NULL;
+      release_orphan(s, name, desc);
       got = rc;
     }
   }
@@ -590,8 +718,12 @@ int rv_dlock_release(rv_dlock *h) {
   if (h->next)
     h->next->prev = h->prev;
   rv_rawmu_unlock(&s->held_mu);
-  int rc = release_token(s, h->name, h->token);
-  free(h->name);
-  free(h);
+  rv_ctx *op = rv_ctx_with_timeout(NULL, RV_COORD_OP_TIMEOUT_NS);
+  bool answered;
+  int rc = release_on(s, NULL, op, h->name, h->token, &answered);
+  rv_ctx_free(op);
+  /* Coord may still hold it for our live session: the keepalive thread will retry. */
+  if (answered || rv_session_lost(s) || !pending_add(s, h))
+    dlock_free(h);
   return rc;
 }

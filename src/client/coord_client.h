@@ -43,6 +43,8 @@ extern "C" {
 #define RV_COORD_LOCK_CONNS_DEFAULT 64
 /* Bound on short operations that take no context (release, close, keepalive). */
 #define RV_COORD_OP_TIMEOUT_NS (5 * RV_NS_PER_S)
+/* Unanswered releases a session keeps retrying (rv_dlock_release). */
+#define RV_COORD_PENDING_RELEASES_MAX 256
 /* Longest lock description the server accepts (bytes, without the NUL). */
 #define RV_DLOCK_DESC_MAX 256
 /* Watch long-poll length (the server's TIMEOUT); the poll is repeated. */
@@ -89,6 +91,7 @@ typedef struct rv_coord_stats {
   uint64_t watch_reconnects;
   uint64_t watch_resyncs;  /* COMPACTED/FUTURE answers: continued from the current revision */
   uint64_t cache_rebuilds; /* rv_config_cache objects rebuilt after the first build */
+  uint64_t releases_retried; /* lock releases coord answered only on a later try (rv_dlock_release) */
 } rv_coord_stats;
 
 /* Connect (ctx bounds the connect).  Returns 0 or an rv_err. */
@@ -146,7 +149,15 @@ int rv_dlock_acquire(rv_ctx *ctx, rv_session *s, const char *name, const char *d
 /* The fencing token: strictly increasing across grants. */
 uint64_t rv_dlock_token(const rv_dlock *h);
 const char *rv_dlock_name(const rv_dlock *h);
-/* Release on the server and free the handle (freed whatever the result). */
+/*
+ * Release on the server and free the handle.  When coord cannot be reached (a
+ * reset, a partition), the release is kept on the session and sent again
+ * after each keepalive that gets through, until coord answers or the session
+ * ends: a lock is never left held for the life of a session because one
+ * release was lost.  At most RV_COORD_PENDING_RELEASES_MAX are kept per
+ * session (beyond that the lock stays held until the session ends).  The
+ * return value is this first attempt's.
+ */
 int rv_dlock_release(rv_dlock *h);
 
 /* The default description for the calling thread (what acquire uses for NULL). */

@@ -50,7 +50,10 @@ extern "C" {
   X(RV_ERANGE, -12, "value out of range")                                     \
   X(RV_ENOTFOUND, -13, "not found")                                           \
   X(RV_EPROTO, -14, "protocol error")                                         \
-  X(RV_ELIMIT, -15, "limit reached")
+  X(RV_ELIMIT, -15, "limit reached")                                          \
+  X(RV_EEXIST, -16, "file exists")                                            \
+  X(RV_ENOSPC, -17, "no space left on device")                                \
+  X(RV_ESTALE, -18, "file handle no longer valid (its process crashed)")
 
 enum rv_err {
 #define RV__ERR_ENUM(name, val, text) name = (val),
@@ -298,6 +301,9 @@ void rv_listener_close(rv_listener *l);
 
 /* The process id (the simulated process's id under the simulator). */
 int rv_getpid(void);
+/* The host's name into buf (NUL-terminated, cut to len - 1), "localhost" if unknown; the
+ * simulated process's name under the simulator (its host name there). */
+void rv_gethostname(char *buf, size_t len);
 
 #ifdef __cplusplus
 }

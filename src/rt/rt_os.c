@@ -49,6 +49,19 @@ int64_t rv_wall_ns(void) {
 
 int rv_getpid(void) { return rv__sim_active() ? rv__sim_getpid() : (int)getpid(); }
 
+void rv_gethostname(char *buf, size_t len) {
+  if (len == 0)
+    return;
+  if (rv__sim_active()) {
+    rv__sim_gethostname(buf, len);
+    return;
+  }
+  buf[0] = 0;
+  if (gethostname(buf, len - 1) != 0 || !buf[0])
+    snprintf(buf, len, "localhost");
+  buf[len - 1] = 0;
+}
+
 uint64_t rv_rng_os_seed(void) {
   if (rv__sim_active())
     return rv__sim_rng_os_seed();

@@ -48,6 +48,7 @@
 #endif
 #ifdef SIM_ASAN
 #include <sanitizer/asan_interface.h>
+#include <sanitizer/lsan_interface.h>
 #endif
 #ifdef SIM_TSAN
 #include <sanitizer/tsan_interface.h>
@@ -58,7 +59,17 @@ __thread rv_sim_world *rv__sim_tls __attribute__((tls_model("initial-exec")));
 /* A segment held by a partition is offered again after this long (TCP's retransmission). */
 #define SIM_RETRANSMIT_NS (200 * RV_NS_PER_MS)
 #define SIM_EPHEMERAL_PORT 40000
-#define SIM_STACKS_CACHED 64
+/* Free stacks kept for reuse.  The service scenario's replicas start and join handler
+ * threads by the hundred; with 64 kept, munmap/mmap and the page faults of fresh stacks
+ * were a third of its wall time.  Only touched pages cost memory. */
+#define SIM_STACKS_CACHED 1024
+/* Pids of a restarted process: 100 + index + this * incarnation (so pids never repeat). */
+#define SIM_PID_STRIDE 1000
+/* Loss draws are per million; a loss probability is capped so retransmission ends. */
+#define SIM_PPM 1000000u
+#define SIM_LOSS_MAX 0.9
+/* Exponential backoff of a segment lost again and again stops doubling here. */
+#define SIM_RTO_BACKOFF_MAX_NS (60 * RV_NS_PER_S)
 
 /* ---- types ------------------------------------------------------------------------ */
 
@@ -94,6 +105,7 @@ typedef struct coro {
   uint64_t park_gen;
   int wakes;  /* deadline events in the heap that point here */
   bool dead;  /* joined: freed when the last of those events is popped */
+  bool killed; /* its process crashed: never runs again (rv_sim_proc_crash) */
   uint64_t id;
   rv_thread *joiner;
   struct coro *all_next, *all_prev;
@@ -105,7 +117,7 @@ typedef struct coro {
 #endif
 } coro;
 
-typedef enum { EV_WAKE, EV_DELIVER, EV_SYN, EV_SYNACK, EV_CALL } ev_kind;
+typedef enum { EV_WAKE, EV_DELIVER, EV_SYN, EV_SYNACK, EV_CALL, EV_RESET_TICK } ev_kind;
 
 typedef struct ev {
   int64_t at;
@@ -122,6 +134,7 @@ typedef struct seg {
   int64_t at;
   size_t len;
   bool fin;
+  bool rst; /* a reset: the receiver's reads and writes fail from then on */
   char data[];
 } seg;
 
@@ -134,6 +147,9 @@ typedef struct sim_ep {
   char *rx;
   size_t rx_off, rx_len, rx_cap;
   bool rx_eof, open, wr_shut;
+  bool rst;      /* reset (RST received, or rv_sim_reset_conns): reads and writes fail */
+  bool killed;   /* closed by its process's crash: input arriving now answers RST */
+  bool rst_sent; /* that RST went out already */
   rv_thread *reader;
   void (*notify)(void *);
   void *notify_arg;
@@ -185,9 +201,23 @@ struct rv_sim_proc {
   char name[RV_SIM_NAME_MAX];
   char addr[RV_SIM_NAME_MAX];
   rv_registry *reg;
+  bool dead;           /* crashed and not restarted */
+  uint32_t incarnation; /* 0 for the first; +1 per rv_sim_proc_restart */
+  rv_registry **old_regs; /* registries of dead incarnations (their threads' records) */
+  int nold_regs;
 };
 
-typedef enum { TR_RUN, TR_WAKE, TR_DELIVER, TR_CONNECT, TR_CALL, TR_NOTE, TR_SPAWN } tr_kind;
+typedef enum {
+  TR_RUN,
+  TR_WAKE,
+  TR_DELIVER,
+  TR_CONNECT,
+  TR_CALL,
+  TR_NOTE,
+  TR_SPAWN,
+  TR_CRASH,
+  TR_FAULT
+} tr_kind;
 
 typedef struct tr_entry {
   int64_t at;
@@ -230,8 +260,10 @@ struct rv_sim_world {
   int nstacks;
   void (*hook)(void *);
   void *hook_arg;
+  bool reset_tick; /* an EV_RESET_TICK is in the heap */
   tr_entry trace[RV_SIM_TRACE_KEEP];
   uint64_t ntrace;
+  void *disk; /* the simulated disk (fs_sim.c), NULL until first used */
 };
 
 static size_t page_size(void) {
@@ -245,6 +277,10 @@ static void die(const char *what) {
   fprintf(stderr, "ravel sim: %s\n", what);
   abort();
 }
+
+static void handle_event(rv_sim_world *w, ev *e);
+static void reset_tick(rv_sim_world *w);
+static void reset_tick_arm(rv_sim_world *w);
 
 static rv_sim_world *world(void) {
   rv_sim_world *w = rv__sim_tls;
@@ -299,7 +335,8 @@ void rv_sim_trace_print(const rv_sim_world *w, FILE *f, int n) {
   if (n > RV_SIM_TRACE_KEEP)
     n = RV_SIM_TRACE_KEEP;
   uint64_t first = w->ntrace > (uint64_t)n ? w->ntrace - (uint64_t)n : 0;
-  static const char *names[] = {"run", "wake", "deliver", "connect", "call", "note", "spawn"};
+  static const char *names[] = {"run",  "wake",  "deliver", "connect", "call",
+                                "note", "spawn", "crash",   "fault"};
   for (uint64_t i = first; i < w->ntrace; i++) {
     const tr_entry *e = &w->trace[i % RV_SIM_TRACE_KEEP];
     fprintf(f, "  %12.6fs %-8s %s", (double)e->at / RV_NS_PER_S, names[e->kind], e->text);
@@ -366,7 +403,11 @@ static void schedule(rv_sim_world *w, int64_t at, ev_kind k, void *p, int dir, v
 }
 
 void rv_sim_at(rv_sim_world *w, int64_t at_ns, void (*fn)(void *), void *arg) {
-  schedule(w, at_ns, EV_CALL, (void *)fn, 0, arg, 0);
+  /* Remember which incarnation of which process asked: a callback of a process that crashed
+   * since then is dropped (it would run into dead state).  dir 0: the scheduler asked. */
+  coro *c = w->current;
+  schedule(w, at_ns, EV_CALL, (void *)fn, c ? c->proc->index + 1 : 0, arg,
+           c ? c->proc->incarnation : 0);
 }
 
 /* ---- world and processes --------------------------------------------------------------- */
@@ -382,8 +423,11 @@ int rv_sim_world_new(rv_sim_world **out, const rv_sim_opts *opts) {
   if (w->opts.latency_max_ns < w->opts.latency_min_ns)
     w->opts.latency_max_ns = w->opts.latency_min_ns > 2 * RV_NS_PER_MS ? w->opts.latency_min_ns
                                                                         : 2 * RV_NS_PER_MS;
+  if (w->opts.faults.loss > SIM_LOSS_MAX)
+    w->opts.faults.loss = SIM_LOSS_MAX;
   rv_rng_seed(&w->rng, w->opts.seed);
   w->hash = UINT64_C(0xcbf29ce484222325) ^ w->opts.seed;
+  reset_tick_arm(w);
   *out = w;
   return RV_OK;
 }
@@ -412,6 +456,7 @@ rv_sim_proc *rv_sim_proc_new(rv_sim_world *w, const char *name) {
 const char *rv_sim_proc_name(const rv_sim_proc *p) { return p->name; }
 const char *rv_sim_proc_addr(const rv_sim_proc *p) { return p->addr; }
 int rv_sim_proc_pid(const rv_sim_proc *p) { return p->pid; }
+rv_registry *rv_sim_proc_registry(const rv_sim_proc *p) { return p->reg; }
 rv_sim_proc *rv_sim_proc_current(void) {
   rv_sim_world *w = rv__sim_tls;
   return w && w->current ? w->current->proc : NULL;
@@ -422,6 +467,7 @@ uint64_t rv_sim_hash(const rv_sim_world *w) { return w->hash; }
 uint64_t rv_sim_events(const rv_sim_world *w) { return w->events; }
 int rv_sim_threads_alive(const rv_sim_world *w) { return w->alive; }
 rv_rng *rv_sim_rng(rv_sim_world *w) { return &w->rng; }
+void **rv__sim_world_disk(rv_sim_world *w) { return &w->disk; }
 void rv_sim_stop(rv_sim_world *w) { w->stop = true; }
 void rv_sim_set_step_hook(rv_sim_world *w, void (*fn)(void *), void *arg) {
   w->hook = fn;
@@ -638,6 +684,8 @@ static int spawn(rv_sim_world *w, rv_sim_proc *p, rv_thread **out, const char *n
 
 int rv_sim_spawn(rv_sim_proc *p, const char *name, const char *role, void (*fn)(void *),
                  void *arg) {
+  if (p->dead)
+    return RV_ECLOSED; /* crashed: rv_sim_proc_restart first */
   return spawn(p->w, p, NULL, name, role, fn, arg);
 }
 
@@ -657,7 +705,8 @@ int rv__sim_thread_join(rv_thread *t) {
     rv__sim_park(me->t, RV_NO_DEADLINE);
   }
   rv__wait_end(me->t);
-  coro_free(me->w, c);
+  if (!c->killed) /* a killed one stays until the world is freed (rv_sim_proc_crash) */
+    coro_free(me->w, c);
   return RV_OK;
 }
 
@@ -686,6 +735,8 @@ void rv__sim_park(rv_thread *self, int64_t deadline_ns) {
 
 void rv__sim_unpark(rv_thread *t) {
   coro *c = t->os;
+  if (c->killed)
+    return; /* a thread of a crashed process (a stale pointer in a wait queue): gone */
   c->permit = true;
   if (c->state == C_PARKED)
     make_runnable(c);
@@ -702,6 +753,11 @@ int rv__sim_getpid(void) {
   return w->current ? w->current->proc->pid : 1;
 }
 
+void rv__sim_gethostname(char *buf, size_t len) {
+  rv_sim_world *w = world();
+  snprintf(buf, len, "%s", w->current ? w->current->proc->name : "localhost");
+}
+
 rv_registry *rv__sim_registry_current(void) {
   rv_sim_world *w = world();
   if (w->current)
@@ -711,7 +767,6 @@ rv_registry *rv__sim_registry_current(void) {
 
 /* ---- the scheduler -------------------------------------------------------------------------- */
 
-static void handle_event(rv_sim_world *w, ev *e);
 
 int rv_sim_run(rv_sim_world *w, int64_t until_ns) {
   if (rv__sim_tls || w->running)
@@ -804,7 +859,36 @@ static void dir_schedule(rv_sim_world *w, sim_link *l, int d, int64_t at) {
   schedule(w, at, EV_DELIVER, l, d, NULL, 0);
 }
 
-static int send_seg(sim_ep *e, const void *buf, size_t len, bool fin) {
+static bool chance(rv_sim_world *w, double p) {
+  return p > 0 && rv_rng_below(&w->rng, SIM_PPM) < (uint64_t)(p * SIM_PPM);
+}
+
+/*
+ * Segment loss as TCP lives it: the receiver never sees a gap, the lost
+ * segment comes again after a retransmission timeout (RV_SIM_RTO_MIN_NS..
+ * RV_SIM_RTO_MAX_NS, doubling while it keeps being lost), and everything sent
+ * after it in that direction waits behind it.  Returns the extra delay.
+ */
+static int64_t loss_delay(rv_sim_world *w, sim_link *l, int d, int64_t first_rto) {
+  int64_t extra = 0;
+  int losses = 0;
+  int64_t rto = first_rto;
+  while (chance(w, w->opts.faults.loss)) {
+    if (rto <= 0)
+      rto = RV_SIM_RTO_MIN_NS +
+            (int64_t)rv_rng_below(&w->rng, (uint64_t)(RV_SIM_RTO_MAX_NS - RV_SIM_RTO_MIN_NS) + 1);
+    extra += rto;
+    rto = rto * 2 > SIM_RTO_BACKOFF_MAX_NS ? SIM_RTO_BACKOFF_MAX_NS : rto * 2;
+    losses++;
+  }
+  if (losses) {
+    tr_entry *t = trace_add(w, TR_FAULT, l ? l->id * 2 + (uint64_t)d : 0, (uint64_t)extra);
+    snprintf(t->text, sizeof t->text, "loss x%d: +%" PRId64 " ms", losses, extra / RV_NS_PER_MS);
+  }
+  return extra;
+}
+
+static int send_seg_flags(sim_ep *e, const void *buf, size_t len, bool fin, bool rst) {
   sim_link *l = e->link;
   rv_sim_world *w = l->w;
   seg *s = malloc(sizeof *s + len);
@@ -813,10 +897,13 @@ static int send_seg(sim_ep *e, const void *buf, size_t len, bool fin) {
   s->next = NULL;
   s->len = len;
   s->fin = fin;
+  s->rst = rst;
   if (len)
     memcpy(s->data, buf, len);
   int d = e->side;
   int64_t at = w->now + latency(w);
+  if (!rst) /* an RST is never retransmitted: a lost one is a later one's job */
+    at += loss_delay(w, l, d, 0);
   if (at < l->dir[d].last_at)
     at = l->dir[d].last_at; /* a stream: never overtake an earlier segment */
   s->at = l->dir[d].last_at = at;
@@ -828,6 +915,18 @@ static int send_seg(sim_ep *e, const void *buf, size_t len, bool fin) {
   if (!l->dir[d].scheduled)
     dir_schedule(w, l, d, at);
   return RV_OK;
+}
+
+static int send_seg(sim_ep *e, const void *buf, size_t len, bool fin) {
+  return send_seg_flags(e, buf, len, fin, false);
+}
+
+/* e's side sends an RST after whatever it sent before (in flight segments arrive first). */
+static void send_rst(sim_ep *e) {
+  if (e->rst_sent)
+    return;
+  e->rst_sent = true;
+  send_seg_flags(e, NULL, 0, false, true);
 }
 
 static void deliver(rv_sim_world *w, sim_link *l, int d) {
@@ -843,10 +942,16 @@ static void deliver(rv_sim_world *w, sim_link *l, int d) {
     l->dir[d].head = s->next;
     if (!s->next)
       l->dir[d].tail = NULL;
-    tr_entry *t = trace_add(w, TR_DELIVER, l->id * 2 + (uint64_t)d, s->len + (s->fin ? 1u << 31 : 0));
+    tr_entry *t = trace_add(w, TR_DELIVER, l->id * 2 + (uint64_t)d,
+                            s->len + (s->fin ? 1u << 31 : 0) + (s->rst ? 1u << 30 : 0));
     snprintf(t->text, sizeof t->text, "%s -> %s%s", src->proc->name, dst->proc->name,
-             s->fin ? " FIN" : "");
-    if (dst->open) {
+             s->fin ? " FIN" : s->rst ? " RST" : "");
+    if (dst->open && s->rst) {
+      dst->rst = true;
+      ep_wake(dst);
+    } else if (!dst->open && dst->killed && s->len > 0) {
+      send_rst(dst); /* data for a socket of a killed process: the kernel answers RST */
+    } else if (dst->open) {
       if (s->len) {
         if (dst->rx_off > 0 && dst->rx_off == dst->rx_len)
           dst->rx_off = dst->rx_len = 0;
@@ -977,8 +1082,19 @@ static void handle_event(rv_sim_world *w, ev *e) {
     synack_arrives(w, e->p);
     break;
   case EV_CALL:
+    if (e->dir > 0) {
+      rv_sim_proc *p = w->procs[e->dir - 1];
+      if (p->dead || p->incarnation != (uint32_t)e->gen) {
+        tr_entry *t = trace_add(w, TR_CALL, 1, 0);
+        snprintf(t->text, sizeof t->text, "dropped: scheduled by a crashed %s", p->name);
+        break;
+      }
+    }
     trace_add(w, TR_CALL, 0, 0);
     ((void (*)(void *))e->p)(e->arg);
+    break;
+  case EV_RESET_TICK:
+    reset_tick(w);
     break;
   }
 }
@@ -1039,7 +1155,9 @@ int rv__sim_tcp_connect(rv_conn **out, const char *host, uint16_t port, rv_ctx *
   pc->from_port = me->proc->next_port++;
   pc->result = PC_PENDING;
   snprintf(pc->host, sizeof pc->host, "%s:%u", host, port);
-  schedule(w, w->now + latency(w), EV_SYN, pc, 0, NULL, 0);
+  /* A lost SYN is sent again after the initial RTO (1 s on Linux), doubling. */
+  schedule(w, w->now + latency(w) + loss_delay(w, NULL, 0, RV_SIM_SYN_RTO_NS), EV_SYN, pc, 0,
+           NULL, 0);
   int rc = sim_wait(pconn_done, pc, &pc->waiter, RV_NO_DEADLINE, ctx, RV_WAIT_NET_CONNECT,
                     pc->host);
   if (rc != 0) {
@@ -1055,14 +1173,15 @@ int rv__sim_tcp_connect(rv_conn **out, const char *host, uint16_t port, rv_ctx *
 
 static bool ep_readable(void *arg) {
   sim_ep *e = arg;
-  return e->rx_len > e->rx_off || e->rx_eof;
+  return e->rx_len > e->rx_off || e->rx_eof || e->rst;
 }
 
 ssize_t rv__sim_conn_read_nb(rv_conn *c, void *buf, size_t len) {
   sim_ep *e = (sim_ep *)c;
   size_t have = e->rx_len - e->rx_off;
+  /* As Linux after an RST: bytes already received can still be read, then the error. */
   if (have == 0)
-    return e->rx_eof ? 0 : RV_EBUSY;
+    return e->rst ? RV_ECLOSED : e->rx_eof ? 0 : RV_EBUSY;
   if (len > have)
     len = have;
   memcpy(buf, e->rx + e->rx_off, len);
@@ -1086,7 +1205,7 @@ ssize_t rv__sim_conn_read(rv_conn *c, void *buf, size_t len, rv_ctx *ctx) {
 
 int rv__sim_conn_write_nb(rv_conn *c, const void *buf, size_t len) {
   sim_ep *e = (sim_ep *)c;
-  if (e->wr_shut || !e->open)
+  if (e->wr_shut || !e->open || e->rst)
     return RV_ECLOSED;
   if (len == 0)
     return RV_OK;
@@ -1111,6 +1230,8 @@ void rv__sim_conn_set_write_deadline(rv_conn *c, int64_t deadline_ns) {
 
 int rv__sim_conn_shutdown_write(rv_conn *c) {
   sim_ep *e = (sim_ep *)c;
+  if (e->rst)
+    return RV_ECLOSED;
   if (e->wr_shut)
     return RV_OK;
   e->wr_shut = true;
@@ -1121,7 +1242,7 @@ void rv__sim_conn_close(rv_conn *c) {
   if (!c)
     return;
   sim_ep *e = (sim_ep *)c;
-  if (!e->wr_shut) {
+  if (!e->wr_shut && !e->rst) {
     e->wr_shut = true;
     send_seg(e, NULL, 0, true);
   }
@@ -1217,6 +1338,197 @@ void rv__sim_listener_close(rv_listener *l) {
     listener_free(world(), (sim_listener *)l, true);
 }
 
+/* ---- faults: resets, loss settings, crash and restart ----------------------------------------- */
+
+static void ep_reset(sim_ep *e) {
+  if (!e->open || e->rst)
+    return;
+  e->rst = true;
+  ep_wake(e);
+}
+
+/* Both ends see the reset at once (as from a middlebox); what was in flight is gone. */
+static void link_reset(rv_sim_world *w, sim_link *l, const char *why) {
+  for (int d = 0; d < 2; d++) {
+    for (seg *s = l->dir[d].head, *n; s; s = n) {
+      n = s->next;
+      free(s);
+    }
+    l->dir[d].head = l->dir[d].tail = NULL; /* a scheduled delivery finds nothing */
+  }
+  tr_entry *t = trace_add(w, TR_FAULT, l->id, 1);
+  snprintf(t->text, sizeof t->text, "reset %s <-> %s (%s)", l->ep[0].proc->name,
+           l->ep[1].proc->name, why);
+  ep_reset(&l->ep[0]);
+  ep_reset(&l->ep[1]);
+}
+
+int rv_sim_reset_conns(rv_sim_world *w, rv_sim_proc *a, rv_sim_proc *b) {
+  int n = 0;
+  for (sim_link *l = w->links; l; l = l->next) {
+    bool between = (l->ep[0].proc == a && l->ep[1].proc == b) ||
+                   (l->ep[0].proc == b && l->ep[1].proc == a);
+    if (!between || (!l->ep[0].open && !l->ep[1].open) || l->ep[0].rst || l->ep[1].rst)
+      continue;
+    link_reset(w, l, "requested");
+    n++;
+  }
+  return n;
+}
+
+static void reset_tick_arm(rv_sim_world *w) {
+  if (w->reset_tick || w->opts.faults.resets_per_s <= 0)
+    return;
+  w->reset_tick = true;
+  schedule(w, w->now + RV_SIM_RESET_TICK_NS, EV_RESET_TICK, NULL, 0, NULL, 0);
+}
+
+/* Every RV_SIM_RESET_TICK_NS while random resets are on: each established connection is reset
+ * with probability resets_per_s * the tick. */
+static void reset_tick(rv_sim_world *w) {
+  w->reset_tick = false;
+  double p = w->opts.faults.resets_per_s * (double)RV_SIM_RESET_TICK_NS / RV_NS_PER_S;
+  if (p <= 0)
+    return;
+  for (sim_link *l = w->links; l; l = l->next)
+    if (l->ep[0].open && l->ep[1].open && !l->ep[0].rst && !l->ep[1].rst && chance(w, p))
+      link_reset(w, l, "random");
+  reset_tick_arm(w);
+}
+
+void rv_sim_set_faults(rv_sim_world *w, const rv_sim_faults *f) {
+  rv_sim_faults nf = f ? *f : (rv_sim_faults){0};
+  if (nf.loss < 0)
+    nf.loss = 0;
+  if (nf.loss > SIM_LOSS_MAX)
+    nf.loss = SIM_LOSS_MAX;
+  if (nf.resets_per_s < 0)
+    nf.resets_per_s = 0;
+  w->opts.faults = nf;
+  rv_sim_note(w, "faults: loss %.3f, resets %.3f/conn/s", nf.loss, nf.resets_per_s);
+  reset_tick_arm(w);
+}
+
+rv_sim_faults rv_sim_get_faults(const rv_sim_world *w) { return w->opts.faults; }
+
+/* The process holding e was killed: its kernel closes the socket.  Unread input (or a
+ * connection never accepted) makes that an RST, otherwise a FIN; input arriving later
+ * is answered with an RST (deliver). */
+static void ep_kill(sim_ep *e, bool force_rst) {
+  if (!e->open)
+    return;
+  e->killed = true;
+  if (!e->rst) {
+    if (force_rst || e->rx_len > e->rx_off)
+      send_rst(e);
+    else if (!e->wr_shut)
+      send_seg(e, NULL, 0, true);
+  }
+  e->wr_shut = true;
+  e->open = false;
+  e->notify = NULL;
+  e->reader = NULL;
+  link_unref(e->link);
+}
+
+#ifdef SIM_ASAN
+/*
+ * Threads of crashed processes, kept for LeakSanitizer until the OS process
+ * exits (ASan builds only).  A kill -9 leaks what the process allocated; to
+ * LSan the honest statement of that is "still reachable from the dead
+ * process": each killed coroutine's record (with its saved registers) stays on
+ * this list and its stack stays mapped and registered as a root region, so
+ * what the dead incarnation could reach is reachable, and a leak that
+ * happened before the crash is still reported.  Never freed, on purpose.
+ */
+static coro *sim_graveyard;
+#endif
+
+void rv_sim_proc_crash(rv_sim_proc *p) {
+  rv_sim_world *w = p->w;
+  if (p->dead)
+    return;
+  if (w->current && w->current->proc == p)
+    die("a simulated process cannot crash itself (use rv_sim_at or another process)");
+  p->dead = true;
+  int killed = 0;
+  for (coro *c = w->all; c; c = c->all_next) {
+    if (c->proc != p || c->state == C_DONE)
+      continue;
+    if (c->state == C_RUNNABLE)
+      for (size_t i = 0; i < w->nrun; i++)
+        if (w->runq[i] == c) {
+          w->runq[i] = w->runq[--w->nrun];
+          break;
+        }
+    c->state = C_DONE;
+    c->killed = true;
+    c->park_gen++; /* its deadline events are stale now */
+    w->alive--;
+    killed++;
+#ifdef SIM_ASAN
+    __lsan_register_root_region(c->map + page_size(), RV_SIM_STACK_BYTES);
+#endif
+    if (c->joiner && !((coro *)c->joiner->os)->killed)
+      rv__sim_unpark(c->joiner);
+  }
+  /* Listening sockets go first (connections never accepted get an RST), then every socket. */
+  for (sim_listener *s = w->listeners, *n; s; s = n) {
+    n = s->next;
+    if (s->proc != p)
+      continue;
+    for (size_t i = 0; i < s->qlen; i++)
+      ep_kill(s->q[(s->qhead + i) % s->qcap], true);
+    s->qlen = 0;
+    listener_free(w, s, false);
+  }
+  for (sim_link *l = w->links, *n; l; l = n) {
+    l->refs++; /* both ends may be p's: keep l until both are handled */
+    for (int side = 0; side < 2; side++)
+      if (l->ep[side].proc == p)
+        ep_kill(&l->ep[side], false);
+    n = l->next;
+    link_unref(l);
+  }
+  /* Its connection attempts in flight end with it (the handshake's last event frees them). */
+  for (size_t i = 0; i < w->nheap; i++)
+    if (w->heap[i].kind == EV_SYN || w->heap[i].kind == EV_SYNACK) {
+      pconn *pc = w->heap[i].p;
+      if (pc->from == p)
+        pc->abandoned = true;
+    }
+  tr_entry *t = trace_add(w, TR_CRASH, (uint64_t)p->index, (uint64_t)killed);
+  snprintf(t->text, sizeof t->text, "kill -9 %s (pid %d, %d threads)", p->name, p->pid, killed);
+}
+
+int rv_sim_proc_restart(rv_sim_proc *p) {
+  if (!p->dead)
+    return RV_EINVAL;
+  rv_registry *reg = rv_registry_new();
+  rv_registry **old = realloc(p->old_regs, (size_t)(p->nold_regs + 1) * sizeof *old);
+  if (!reg || !old) {
+    if (reg)
+      rv_registry_free(reg);
+    if (old)
+      p->old_regs = old;
+    return RV_ENOMEM;
+  }
+  p->old_regs = old;
+  p->old_regs[p->nold_regs++] = p->reg; /* its dead threads still point at it */
+  p->reg = reg;
+  p->incarnation++;
+  p->pid = 100 + p->index + SIM_PID_STRIDE * (int)p->incarnation;
+  p->next_tid = 0;
+  p->dead = false;
+  tr_entry *t = trace_add(p->w, TR_CRASH, (uint64_t)p->index, UINT64_C(1) << 32);
+  snprintf(t->text, sizeof t->text, "restart %s (pid %d, incarnation %u)", p->name, p->pid,
+           p->incarnation);
+  return RV_OK;
+}
+
+bool rv_sim_proc_alive(const rv_sim_proc *p) { return !p->dead; }
+unsigned rv_sim_proc_incarnation(const rv_sim_proc *p) { return p->incarnation; }
+
 /* ---- teardown ------------------------------------------------------------------------------------ */
 
 void rv_sim_world_free(rv_sim_world *w) {
@@ -1232,6 +1544,25 @@ void rv_sim_world_free(rv_sim_world *w) {
   while (w->all) {
     coro *c = w->all;
     c->t->reg = NULL; /* the registries go below; skip the per-thread removal */
+#ifdef SIM_ASAN
+    /* Abandoned alive (a run stopped at a violation, a deadlock nothing breaks) is a
+     * kill -9 as far as memory goes: to the graveyard too. */
+    if (!c->killed && c->state != C_DONE && c->map) {
+      __lsan_register_root_region(c->map + page_size(), RV_SIM_STACK_BYTES);
+      c->killed = true;
+    }
+    if (c->killed) { /* to the graveyard, with its stack (see sim_graveyard) */
+      w->all = c->all_next;
+      if (w->all)
+        w->all->all_prev = NULL;
+      c->all_prev = NULL;
+      c->all_next = __atomic_load_n(&sim_graveyard, __ATOMIC_ACQUIRE);
+      while (!__atomic_compare_exchange_n(&sim_graveyard, &c->all_next, c, false, __ATOMIC_ACQ_REL,
+                                          __ATOMIC_ACQUIRE)) {
+      }
+      continue;
+    }
+#endif
     coro_free(w, c);
   }
   for (size_t i = 0; i < w->nheap; i++)
@@ -1249,8 +1580,12 @@ void rv_sim_world_free(rv_sim_world *w) {
   for (int i = 0; i < w->nstacks; i++)
     munmap(w->stacks[i], RV_SIM_STACK_BYTES + page_size());
   for (int i = 0; i < w->nprocs; i++) {
+    for (int j = 0; j < w->procs[i]->nold_regs; j++)
+      rv_registry_free(w->procs[i]->old_regs[j]);
+    free(w->procs[i]->old_regs);
     rv_registry_free(w->procs[i]->reg);
     free(w->procs[i]);
   }
+  rv__sim_disk_free(w->disk);
   free(w);
 }

@@ -22,7 +22,10 @@
  *    each direction of a connection is a FIFO whose segments arrive after a
  *    latency drawn from [latency_min, latency_max]; a partition between two
  *    processes holds their segments (and connection attempts) until it
- *    heals; writes never block (no send window);
+ *    heals; writes never block (no send window); segment loss (as TCP
+ *    retransmission delay), connection resets and kill -9 / restart of a
+ *    process are faults a scenario turns on (rv_sim_faults,
+ *    rv_sim_proc_crash);
  *  - every scheduling decision and network delivery is folded into a running
  *    hash (rv_sim_hash): two runs with the same seed give the same hash.
  */
@@ -53,17 +56,44 @@ extern "C" {
 typedef struct rv_sim_world rv_sim_world;
 typedef struct rv_sim_proc rv_sim_proc;
 
+/*
+ * Network faults (docs/sim.md, "Network faults"), drawn from the world's PRNG.
+ *  - loss: probability that one transmission of a segment is lost.  As TCP
+ *    does, the lost segment is sent again after a retransmission timeout
+ *    drawn from [RV_SIM_RTO_MIN_NS, RV_SIM_RTO_MAX_NS] (doubling while it
+ *    keeps being lost), and everything sent after it in that direction waits
+ *    behind it: the application sees delay, never a gap or a reordering.  A
+ *    lost SYN is sent again after RV_SIM_SYN_RTO_NS.  Capped at 0.9.
+ *  - resets_per_s: every RV_SIM_RESET_TICK_NS, each established connection
+ *    is reset with probability resets_per_s * the tick (both ends then get
+ *    RV_ECLOSED from reads, after the bytes already received, and writes).
+ * Duplication and reordering are not modelled: TCP's sequence numbers hide
+ * both from the application (duplicates are dropped, segments reassembled in
+ * order), so all they could add is delay, which latency and loss give.
+ */
+#define RV_SIM_RTO_MIN_NS (200 * RV_NS_PER_MS)
+#define RV_SIM_RTO_MAX_NS (1000 * RV_NS_PER_MS)
+#define RV_SIM_SYN_RTO_NS (1000 * RV_NS_PER_MS)
+#define RV_SIM_RESET_TICK_NS (100 * RV_NS_PER_MS)
+typedef struct rv_sim_faults {
+  double loss;         /* 0..0.9 */
+  double resets_per_s; /* per connection per virtual second */
+} rv_sim_faults;
+
 typedef struct rv_sim_opts {
   uint64_t seed;
   int64_t latency_min_ns; /* one-way network latency; default 100 us */
   int64_t latency_max_ns; /* default 2 ms */
+  rv_sim_faults faults;   /* at the start; rv_sim_set_faults changes them */
 } rv_sim_opts;
 
 int rv_sim_world_new(rv_sim_world **out, const rv_sim_opts *opts);
 /*
  * Free the world.  Coroutines still alive are abandoned (their stacks are
  * freed without unwinding: whatever they allocated leaks), so scenarios end
- * their threads first.
+ * their threads first.  Under ASan they go to the graveyard of killed
+ * coroutines instead (rt_sim.c): stacks kept as LeakSanitizer root regions,
+ * so a run stopped at a violation (a deadlock nothing breaks) reports no leak.
  */
 void rv_sim_world_free(rv_sim_world *w);
 
@@ -72,10 +102,13 @@ rv_sim_proc *rv_sim_proc_new(rv_sim_world *w, const char *name);
 const char *rv_sim_proc_name(const rv_sim_proc *p);
 const char *rv_sim_proc_addr(const rv_sim_proc *p);
 int rv_sim_proc_pid(const rv_sim_proc *p);
+/* The process's thread registry (what rv_registry_current answers inside it): for dumps. */
+struct rv_registry *rv_sim_proc_registry(const rv_sim_proc *p);
 /* The process of the running coroutine (NULL outside one). */
 rv_sim_proc *rv_sim_proc_current(void);
 
-/* Start the first thread of a process (later ones come from rv_thread_start). */
+/* Start the first thread of a process (later ones come from rv_thread_start); RV_ECLOSED if it
+ * crashed and was not restarted. */
 int rv_sim_spawn(rv_sim_proc *p, const char *name, const char *role, void (*fn)(void *),
                  void *arg);
 
@@ -95,6 +128,35 @@ void rv_sim_set_step_hook(rv_sim_world *w, void (*fn)(void *), void *arg);
 
 /* Cut (true) or heal (false) the network between two processes. */
 void rv_sim_partition(rv_sim_world *w, rv_sim_proc *a, rv_sim_proc *b, bool cut);
+/* Set the network faults from now on (a fault window raises them, healing sets them to 0). */
+void rv_sim_set_faults(rv_sim_world *w, const rv_sim_faults *f);
+rv_sim_faults rv_sim_get_faults(const rv_sim_world *w);
+/* Reset every open connection between a and b (both ends see RV_ECLOSED); how many. */
+int rv_sim_reset_conns(rv_sim_world *w, rv_sim_proc *a, rv_sim_proc *b);
+
+/*
+ * kill -9 of a simulated process (docs/sim.md, "Crash and restart"); callable
+ * from a scheduler callback (rv_sim_at), from a coroutine of another process
+ * or between runs, never from p's own threads.  Its coroutines never run
+ * again: they leave the run queue, their deadlines are dropped, rv_sim_at
+ * callbacks scheduled from its threads are dropped, and their stacks are
+ * released without unwinding when the world is freed (ASan builds keep them,
+ * see rt_sim.c's sim_graveyard).  What it allocated is leaked, as with a real
+ * kill -9.  Its listeners close (connects get RV_ECONNREFUSED), and its
+ * sockets close as Linux closes a killed process's: a FIN to the peer
+ * (whose reads then end, 0), or an RST when it had unread input or the
+ * connection was never accepted (the peer's reads give RV_ECLOSED after the
+ * bytes already received); input arriving at a dead socket is answered with
+ * an RST.  Rendezvous through rv_mutex/rv_cond shared between processes is
+ * not supported across a crash (a dead waiter never runs).  Its disk volume
+ * is the simulated disk's business (rv_sim_disk_crash).  A no-op if dead.
+ */
+void rv_sim_proc_crash(rv_sim_proc *p);
+/* A fresh incarnation of a crashed process: same name, address and disk volume, a new pid and
+ * registry; start its threads with rv_sim_spawn.  RV_EINVAL if p is not dead. */
+int rv_sim_proc_restart(rv_sim_proc *p);
+bool rv_sim_proc_alive(const rv_sim_proc *p);
+unsigned rv_sim_proc_incarnation(const rv_sim_proc *p);
 
 int64_t rv_sim_now(const rv_sim_world *w);
 uint64_t rv_sim_hash(const rv_sim_world *w);
@@ -107,7 +169,61 @@ void rv_sim_note(rv_sim_world *w, const char *fmt, ...) __attribute__((format(pr
 /* Print the last n (<= RV_SIM_TRACE_KEEP) trace events. */
 void rv_sim_trace_print(const rv_sim_world *w, FILE *f, int n);
 
+/* ---- the simulated disk (src/rt/fs_sim.c; docs/sim.md, "The simulated disk") ---- */
+/*
+ * rt/fs.h under the simulator: one volume per process name (a process
+ * restarted under the same name sees its volume), owned by the world.  Every
+ * file and directory has a durable state and a current state (what reads
+ * see); only rv_file_sync makes a file's data durable and only
+ * rv_fs_sync_dir (or rv_fs_syncfs) a directory's creates, renames and
+ * unlinks.
+ */
+/* Virtual time one rv_file_sync / rv_fs_sync_dir takes (the thread parks; others run). */
+#define RV_SIM_DISK_SYNC_NS (500 * RV_NS_PER_US)
+/* Virtual time one rv_fs_syncfs takes. */
+#define RV_SIM_DISK_SYNCFS_NS (2 * RV_NS_PER_MS)
+/* Bytes of file data one volume may hold (current plus durable states); beyond: RV_ENOSPC. */
+#define RV_SIM_DISK_VOLUME_BYTES_MAX (UINT64_C(1) << 30)
+
+/*
+ * What a crash does to the writes and directory operations not yet synced.
+ * Per file with unsynced writes, one draw: with probability lose_unsynced
+ * all are lost, with probability torn_tail a prefix of them is kept and the
+ * last kept one is cut at a random byte (a torn tail), otherwise all are
+ * kept (lose_unsynced + torn_tail <= 1).  Per unsynced directory operation
+ * (create, mkdir, rename, unlink), independently: lost with probability
+ * lose_dir_ops, else kept.
+ */
+typedef struct rv_sim_disk_faults {
+  double lose_unsynced;
+  double torn_tail;
+  double lose_dir_ops;
+} rv_sim_disk_faults;
+
+/*
+ * The process owning `volume` (its process name) was killed: every handle
+ * open on the volume becomes invalid (later use gives RV_ESTALE), and what
+ * was not synced is kept, lost or torn as f says, drawn from the world's
+ * PRNG.  f NULL is the harshest: every unsynced write and directory
+ * operation is lost.  Callable from a coroutine, a scheduler callback or
+ * between runs; a volume never used is a no-op.  Noted in the trace.
+ */
+void rv_sim_disk_crash(rv_sim_world *w, const char *volume, const rv_sim_disk_faults *f);
+/*
+ * Faults of a running volume (made if new): each file or directory sync
+ * fails with RV_EIO with probability sync_eio (drawn from the world's PRNG;
+ * what it should have made durable stays unsynced, still visible to reads:
+ * Linux's behaviour after a failed fsync), and writes past capacity_bytes of
+ * file data fail with RV_ENOSPC (0: RV_SIM_DISK_VOLUME_BYTES_MAX).
+ */
+void rv_sim_disk_set_faults(rv_sim_world *w, const char *volume, double sync_eio,
+                            uint64_t capacity_bytes);
+
 /* ---- the dispatch seam (for rt_os.c and server/loop.c; not for applications) ---- */
+
+/* The world's disk (fs_sim.c owns what it points to; rv_sim_world_free calls rv__sim_disk_free). */
+void **rv__sim_world_disk(rv_sim_world *w);
+void rv__sim_disk_free(void *disk);
 
 extern __thread rv_sim_world *rv__sim_tls __attribute__((tls_model("initial-exec")));
 #ifdef RAVEL_NO_SIM_DISPATCH
@@ -121,6 +237,7 @@ static inline bool rv__sim_active(void) { return __builtin_expect(rv__sim_tls !=
 int64_t rv__sim_now_ns(void);
 int64_t rv__sim_wall_ns(void);
 int rv__sim_getpid(void);
+void rv__sim_gethostname(char *buf, size_t len);
 uint64_t rv__sim_rng_os_seed(void);
 struct rv_registry *rv__sim_registry_current(void);
 void rv__sim_park(rv_thread *self, int64_t deadline_ns);

@@ -35,6 +35,8 @@
 #include <unistd.h>
 
 #define COORD_STATE_FILE "coord.state"
+/* A coord.state bigger than this is not one we wrote. */
+#define COORD_STATE_MAX_BYTES 4096
 /* Fencing tokens reserved per durable write of the ceiling. */
 #define COORD_TOKEN_RESERVE (UINT64_C(1) << 20)
 
@@ -45,21 +47,25 @@ static int state_load(rv_coord *c, uint64_t *boot, uint64_t *ceiling) {
   snprintf(path, sizeof path, "%s/%s", c->data_dir, COORD_STATE_FILE);
   *boot = 0;
   *ceiling = 0;
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return errno == ENOENT ? RV_OK : RV_EIO;
-  char line[128];
-  int rc = RV_OK;
-  while (fgets(line, sizeof line, f)) {
+  char *text;
+  int rc = rv_read_file_small(path, COORD_STATE_MAX_BYTES, &text);
+  if (rc == RV_ENOTFOUND)
+    return RV_OK;
+  if (rc != RV_OK)
+    return rc;
+  for (char *line = text, *next; line && *line; line = next) {
+    next = strchr(line, '\n');
+    if (next)
+      *next++ = '\0';
     uint64_t v;
     if (sscanf(line, "boot %" SCNu64, &v) == 1)
       *boot = v;
     else if (sscanf(line, "token_ceiling %" SCNu64, &v) == 1)
       *ceiling = v;
-    else if (line[0] != '#' && line[0] != '\n')
+    else if (line[0] != '#' && line[0] != '\0')
       rc = RV_EPROTO;
   }
-  fclose(f);
+  free(text);
   return rc;
 }
 
@@ -1081,8 +1087,8 @@ int rv_coord_start(rv_coord **out, const rv_coord_opts *o, char *why, size_t why
     c->own_metrics = true;
   }
   int rc = RV_OK;
-  if (rv_mkdir_p(c->data_dir) != 0) {
-    snprintf(why, why_len, "cannot create data directory %s: %s", c->data_dir, strerror(errno));
+  if ((rc = rv_mkdir_p(c->data_dir)) != RV_OK) {
+    snprintf(why, why_len, "cannot create data directory %s: %s", c->data_dir, rv_strerror(rc));
     rc = RV_EIO;
     goto fail;
   }
@@ -1090,7 +1096,7 @@ int rv_coord_start(rv_coord **out, const rv_coord_opts *o, char *why, size_t why
   rc = state_load(c, &c->boot, &ceiling);
   if (rc != RV_OK) {
     snprintf(why, why_len, "cannot read %s/%s: %s", c->data_dir, COORD_STATE_FILE,
-             rc == RV_EPROTO ? "unrecognised line (corrupt file?)" : strerror(errno));
+             rc == RV_EPROTO ? "unrecognised line (corrupt file?)" : rv_strerror(rc));
     goto fail;
   }
   c->boot++; /* saved once the ports are bound: a start that fails does not count */
@@ -1143,8 +1149,8 @@ int rv_coord_start(rv_coord **out, const rv_coord_opts *o, char *why, size_t why
     }
     c->admin_port = rv_admin_port(c->admin);
   }
-  if (state_save(c, c->boot, ceiling) != RV_OK) {
-    snprintf(why, why_len, "cannot write %s/%s: %s", c->data_dir, COORD_STATE_FILE, strerror(errno));
+  if ((rc = state_save(c, c->boot, ceiling)) != RV_OK) {
+    snprintf(why, why_len, "cannot write %s/%s: %s", c->data_dir, COORD_STATE_FILE, rv_strerror(rc));
     rc = RV_EIO;
     goto fail;
   }

@@ -365,7 +365,8 @@ static void publish_cmd(qconn *k, const rv_nsq_cmd *cmd) {
     return;
   }
   k->published += n;
-  send_ok(k, t, last);
+  /* test_ack_before_sync (test-only, queue.h): OK before the disk has it. */
+  send_ok(k, s->o.test_ack_before_sync ? NULL : t, last);
 }
 
 static void identify_cmd(qconn *k, const rv_nsq_cmd *cmd) {

@@ -50,6 +50,16 @@ typedef struct rv_qsrv_opts {
   rv_log *log;                 /* default: stderr at info */
   rv_metrics *metrics;         /* default: a registry of its own */
   rv_loop *loop;               /* run on an existing loop (ravel up) */
+  /*
+   * TEST-ONLY, never in production: answer PUB/MPUB/DPUB "OK" as soon as the
+   * message is written, before it is synced, i.e. break the durability
+   * promise (docs/queue.md, "Durability").  It exists so that the
+   * simulator's durability scenario (`ravel sim durability
+   * --ack-before-sync`) can show that its property catches such a queue.
+   * Consumers still get only synced messages.  Not reachable from `ravel
+   * queue`'s options.
+   */
+  bool test_ack_before_sync;
 } rv_qsrv_opts;
 
 /* Open (recover) the data, bind the ports.  0 or an rv_err; *why says what failed. */

@@ -818,7 +818,7 @@ static void stats_on_loop(rv_qsrv *s, void *arg) {
 /* ---- /stats: rendering on the HTTP thread ------------------------------------------------------ */
 
 static uint64_t rss_bytes(void) {
-  FILE *f = fopen(QH_PROC_STATM, "r");
+  FILE *f = fopen(QH_PROC_STATM, "r"); /* rt-seam: host-fs (the HTTP API is never simulated) */
   if (!f)
     return 0;
   unsigned long long size_pages, resident_pages;

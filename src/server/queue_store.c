@@ -18,19 +18,17 @@
  */
 #define _GNU_SOURCE
 #include "server/queue_internal.h"
+#include "rt/fs.h"
 #include "storage/fsutil.h"
 
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define QSTATE_FILE "queue.state"
+/* A state or metadata file bigger than this is not one we wrote. */
+#define QSTATE_FILE_MAX_BYTES 4096
 
 /* ---- state files -------------------------------------------------------------- */
 
@@ -39,15 +37,19 @@ static bool read_kv_file(const char *dir, const char *name, void (*fn)(void *, c
                          void *arg) {
   char path[900];
   snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "r");
-  if (!f)
+  char *text;
+  if (rv_read_file_small(path, QSTATE_FILE_MAX_BYTES, &text) != RV_OK)
     return false;
-  char line[256], key[64];
+  char key[64];
   uint64_t v;
-  while (fgets(line, sizeof line, f))
+  for (char *line = text, *next; line && *line; line = next) {
+    next = strchr(line, '\n');
+    if (next)
+      *next++ = '\0';
     if (sscanf(line, "%63s %" SCNu64, key, &v) == 2)
       fn(arg, key, v);
-  fclose(f);
+  }
+  free(text);
   return true;
 }
 
@@ -126,7 +128,7 @@ static int topic_open(rv_qsrv *s, const char *name, uint16_t id_prefix, bool eph
   t->scratch = malloc(t->scratch_cap);
   char logdir[700];
   snprintf(logdir, sizeof logdir, "%s/log", t->dir);
-  if (!t->ring || !t->scratch || rv_mkdir_p(logdir) != 0) {
+  if (!t->ring || !t->scratch || rv_mkdir_p(logdir) != RV_OK) {
     int rc = t->ring && t->scratch ? RV_EIO : RV_ENOMEM;
     topic_free(t);
     return rc;
@@ -198,7 +200,7 @@ static int channel_open(qs_topic *t, const char *name, bool ephemeral, bool paus
   if (!c->ephemeral) {
     snprintf(c->dir, sizeof c->dir, "%s/channels/%s", t->dir, name);
     rv_qjournal_opts jo = {.start_seq = start_seq};
-    int rc = rv_mkdir_p(c->dir) == 0 ? rv_qjournal_open(&c->j, t->log, c->dir, &jo) : RV_EIO;
+    int rc = rv_mkdir_p(c->dir) == RV_OK ? rv_qjournal_open(&c->j, t->log, c->dir, &jo) : RV_EIO;
     if (rc != RV_OK) {
       free(c);
       return rc;
@@ -518,16 +520,16 @@ static int recover_topic(rv_qsrv *s, const char *name, char *why, size_t why_len
     s->id_prefix_next = (uint16_t)(t->id_prefix + 1);
   char chdir[800];
   snprintf(chdir, sizeof chdir, "%s/channels", dir);
-  DIR *d = opendir(chdir);
-  if (d) {
-    struct dirent *e;
-    while ((e = readdir(d))) {
-      if (e->d_name[0] == '.' || !rv_nsq_valid_name(e->d_name, strlen(e->d_name)))
+  char **names;
+  size_t n;
+  if (rv_fs_list(chdir, &names, &n) == RV_OK) {
+    for (size_t i = 0; i < n; i++) {
+      if (names[i][0] == '.' || !rv_nsq_valid_name(names[i], strlen(names[i])))
         continue;
-      if (recover_channel(s, t, handle, e->d_name) != RV_OK)
-        rv_log_error(s->log, "channel not recovered", "topic=%s channel=%s", name, e->d_name);
+      if (recover_channel(s, t, handle, names[i]) != RV_OK)
+        rv_log_error(s->log, "channel not recovered", "topic=%s channel=%s", name, names[i]);
     }
-    closedir(d);
+    rv_fs_list_free(names, n);
   }
   rv_log_info(s->log, "topic recovered", "topic=%s first_seq=%" PRIu64 " next_seq=%" PRIu64,
               name, ts.first_seq, ts.next_seq);
@@ -535,8 +537,9 @@ static int recover_topic(rv_qsrv *s, const char *name, char *why, size_t why_len
 }
 
 int rv__qsrv_recover_prefix(rv_qsrv *s, char *why, size_t why_len) {
-  if (rv_mkdir_p(s->data_dir) != 0) {
-    snprintf(why, why_len, "cannot create data directory %s: %s", s->data_dir, strerror(errno));
+  int rc = rv_mkdir_p(s->data_dir);
+  if (rc != RV_OK) {
+    snprintf(why, why_len, "cannot create data directory %s: %s", s->data_dir, rv_strerror(rc));
     return RV_EIO;
   }
   meta_vals mv = {0};
@@ -550,23 +553,23 @@ int rv__qsrv_recover(rv_qsrv *s, char *why, size_t why_len) {
   snprintf(path, sizeof path, "%s/ephemeral", s->data_dir);
   rv_rm_rf(path); /* ephemeral topics do not survive a restart */
   snprintf(path, sizeof path, "%s/topics", s->data_dir);
-  if (rv_mkdir_p(path) != 0) {
-    snprintf(why, why_len, "cannot create %s: %s", path, strerror(errno));
+  int rc = rv_mkdir_p(path);
+  if (rc != RV_OK) {
+    snprintf(why, why_len, "cannot create %s: %s", path, rv_strerror(rc));
     return RV_EIO;
   }
-  DIR *d = opendir(path);
-  if (!d) {
-    snprintf(why, why_len, "cannot read %s: %s", path, strerror(errno));
+  char **names;
+  size_t n;
+  if ((rc = rv_fs_list(path, &names, &n)) != RV_OK) {
+    snprintf(why, why_len, "cannot read %s: %s", path, rv_strerror(rc));
     return RV_EIO;
   }
-  int rc = RV_OK;
-  struct dirent *e;
-  while (rc == RV_OK && (e = readdir(d))) {
-    if (e->d_name[0] == '.' || !rv_nsq_valid_name(e->d_name, strlen(e->d_name)))
+  for (size_t i = 0; rc == RV_OK && i < n; i++) {
+    if (names[i][0] == '.' || !rv_nsq_valid_name(names[i], strlen(names[i])))
       continue;
-    rc = recover_topic(s, e->d_name, why, why_len);
+    rc = recover_topic(s, names[i], why, why_len);
   }
-  closedir(d);
+  rv_fs_list_free(names, n);
   return rc;
 }
 

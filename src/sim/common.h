@@ -82,4 +82,25 @@ void sim_nemesis_init(sim_nemesis *n, rv_sim_world *w, rv_sim_proc *server, int6
 /* Start it (first partition at first_ns); n must outlive the world's run. */
 void sim_nemesis_start(sim_nemesis *n, int64_t first_ns);
 
+
+/*
+ * The diagnosis of `ravel unravel` for the simulated world: the same code
+ * (rv_unravel_dir) over the same files.  A collection directory in the grab
+ * layout (diag/grab.h) is written into a real temporary directory from the
+ * simulated processes' registries (threads.json per process, pid = the
+ * simulated pid), coord's lock table with its waiters and its sessions (read
+ * from the server's rv_lt, as LOCK.LIST and SESSION.LIST would give them),
+ * and the queue's per-client stats (from its core, as /stats?format=json);
+ * analysed, and removed.  coord and queue may be NULL (not in the scenario).
+ * Call it inside the run (a step hook or an rv_sim_at callback), where ages
+ * are virtual.  Returns unravel's text (malloc'd; the caller frees) or NULL
+ * with why filled in.
+ */
+struct rv_coord;
+struct rv_qsrv;
+/* Processes one diagnosis reads at most. */
+#define SIM_DIAG_PROCS_MAX RV_SIM_PROCS_MAX
+char *sim_diagnose(rv_sim_proc *const *procs, size_t nprocs, const rv_sim_proc *coord_proc,
+                   struct rv_coord *coord, struct rv_qsrv *queue, char *why, size_t whylen);
+
 #endif

@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #define COORD_PORT 7400
+/* coord's data directory (coord.state and the SQLite config database), on its volume of the simulated disk. */
+#define COORD_DATA_DIR "/var/lib/ravel/coord"
 #define RESOURCE_PORT 9000
 #define NLOCKS 2
 #define ACQUIRE_TIMEOUT_NS (3 * RV_NS_PER_S)
@@ -123,7 +125,7 @@ static void coord_main(void *arg) {
   locks_sc *sc = arg;
   rv_log *log = rv_log_new(2, RV_LOG_ERROR, "coord");
   rv_coord_opts o = {.host = rv_sim_proc_addr(sc->coord_proc), .port = COORD_PORT,
-                     .no_admin = true, .data_dir = sc->dir, .log = log};
+                     .no_admin = true, .data_dir = COORD_DATA_DIR, .log = log};
   char why[256];
   int rc = rv_coord_start(&sc->coord, &o, why, sizeof why);
   if (rc != RV_OK) {

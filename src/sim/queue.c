@@ -26,6 +26,8 @@
 #include <unistd.h>
 
 #define QUEUE_PORT 4150
+/* The queue's data directory, on its process's volume of the simulated disk (rt/fs.h): virtual. */
+#define QUEUE_DATA_DIR "/var/lib/ravel/queue"
 #define TOPIC "orders"
 #define CHANNEL "work"
 #define RETRY_NS (200 * RV_NS_PER_MS)
@@ -185,7 +187,7 @@ static void queue_main(void *arg) {
   queue_sc *sc = arg;
   rv_log *log = rv_log_new(2, RV_LOG_ERROR, "queue");
   rv_qsrv_opts o = {.host = rv_sim_proc_addr(sc->queue_proc), .tcp_port = QUEUE_PORT,
-                    .no_http = true, .data_dir = sc->dir, .log = log};
+                    .no_http = true, .data_dir = QUEUE_DATA_DIR, .log = log};
   char why[256];
   int rc = rv_qsrv_start(&sc->qsrv, &o, why, sizeof why);
   if (rc != RV_OK) {

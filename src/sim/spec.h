@@ -43,6 +43,8 @@ extern "C" {
 typedef enum rv_sim_kind {
   RV_SIM_KIND_LOCKS,
   RV_SIM_KIND_QUEUE,
+  RV_SIM_KIND_SERVICE,
+  RV_SIM_KIND_DURABILITY,
   RV_SIM_KIND_COUNT
 } rv_sim_kind;
 
@@ -56,6 +58,8 @@ typedef struct rv_sim_spec {
   uint64_t seen[2];      /* keys set by the file (bit per key index), to refuse duplicates */
   rv_sim_locks_opts locks;
   rv_sim_queue_opts queue;
+  rv_sim_service_opts service;
+  rv_sim_durability_opts durability;
 } rv_sim_spec;
 
 /* What one run of one seed gave, whatever the kind. */

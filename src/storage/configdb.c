@@ -16,6 +16,7 @@
  * memory, which this module treats as "restart and reload".
  */
 #include "storage/configdb.h"
+#include "storage/sqlite_vfs.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -403,7 +404,9 @@ int rv_cfgdb_open(rv_cfgdb **out, const char *path, const rv_cfgdb_opts *opts, r
   }
   d->cfg = cfg;
   int rc;
-  if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+  /* On the simulated disk while a simulated world runs (storage/sqlite_vfs.h). */
+  if (sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                      rv_sqlite_vfs_for_rt()) !=
       SQLITE_OK) {
     rc = db_fail(d, RV_CFG_ESTORAGE, "config database: cannot open %s: %s", path,
                  d->db ? sqlite3_errmsg(d->db) : "out of memory");

@@ -39,14 +39,10 @@
  */
 #include "storage/qjournal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "storage/crc32c.h"
 #include "storage/qlog_internal.h"
@@ -87,8 +83,7 @@ typedef struct rv__qdslot {
 struct rv_qjournal {
   rv_qlog *q;
   char *dir;
-  int dir_fd;
-  int parent_fd;            /* parent of a new journal directory until synced (sync rounds only) */
+  bool parent_dirty;        /* the journal directory is new: its parent needs a sync (sync rounds only) */
   rv_mutex mu;              /* guards everything not atomic */
 
   /* the channel's state */
@@ -99,7 +94,7 @@ struct rv_qjournal {
   size_t dcap, dcount;
 
   /* the file being appended to */
-  int fd;
+  rv_file *file;
   uint64_t gen;
   uint64_t file_bytes;
   uint8_t *buf;             /* records not yet written */
@@ -432,20 +427,20 @@ static bool rv__qj_record_at(const uint8_t *file, uint64_t size, uint64_t off, c
 /* ---- the file ---------------------------------------------------------------------------- */
 
 /* A journal that cannot write stops accepting FINs loudly rather than losing them quietly. */
-static void rv__qj_fail(rv_qjournal *j, const char *what) {
-  int err = errno;
+static void rv__qj_fail(rv_qjournal *j, const char *what, int err) {
   if (atomic_exchange(&j->failed, RV_EIO) == 0)
     rv_log_error(rv__qlog_logger(j->q), "channel journal failed: FINs are no longer journaled",
                  "topic=%s dir=%s what=%s err=%s", rv__qlog_name(j->q), j->dir, what,
-                 strerror(err));
+                 rv_strerror(err));
 }
 
 /* Write the buffered records; under mu. */
 static int rv__qj_flush_locked(rv_qjournal *j) {
   if (!j->buf_len)
     return RV_OK;
-  if (rv__qio_pwrite_all(j->fd, j->buf, j->buf_len, j->file_bytes) != RV_OK) {
-    rv__qj_fail(j, "write");
+  int rc = rv_file_pwrite(j->file, j->buf, j->buf_len, j->file_bytes);
+  if (rc != RV_OK) {
+    rv__qj_fail(j, "write", rc);
     return RV_EIO;
   }
   j->file_bytes += j->buf_len;
@@ -466,25 +461,26 @@ static int rv__qj_start_file_locked(rv_qjournal *j, uint64_t gen) {
   uint8_t *ckpt = rv__qj_encode_checkpoint(j, &clen);
   if (!ckpt)
     return RV_ENOMEM;
-  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  rv_file *f = NULL;
+  int rc = rv_file_open(&f, path, RV_FS_RDWR | RV_FS_CREATE | RV_FS_TRUNC);
   uint8_t h[RV__QJ_FILE_HEADER_BYTES];
   memcpy(h, RV__QJ_MAGIC, RV__QJ_MAGIC_BYTES);
   rv__put_u32(h + 8, RV__QJ_VERSION);
   rv__put_u32(h + 12, rv_crc32c(0, h, 12));
-  if (fd < 0 || rv__qio_pwrite_all(fd, h, sizeof h, 0) != RV_OK ||
-      rv__qio_pwrite_all(fd, ckpt, clen, sizeof h) != RV_OK) {
-    rv__qj_fail(j, "create journal file");
-    if (fd >= 0) {
-      close(fd);
-      unlink(path);
+  if (rc == RV_OK && (rc = rv_file_pwrite(f, h, sizeof h, 0)) == RV_OK)
+    rc = rv_file_pwrite(f, ckpt, clen, sizeof h);
+  if (rc != RV_OK) {
+    rv__qj_fail(j, "create journal file", rc);
+    if (f) {
+      rv_file_close(f);
+      rv_fs_unlink(path);
     }
     free(ckpt);
     return RV_EIO;
   }
   free(ckpt);
-  if (j->fd >= 0)
-    close(j->fd);
-  j->fd = fd;
+  rv_file_close(j->file);
+  j->file = f;
   j->unlink_below = gen;
   j->gen = gen;
   j->file_bytes = sizeof h + clen;
@@ -499,7 +495,7 @@ static int rv__qj_start_file_locked(rv_qjournal *j, uint64_t gen) {
 static bool rv__qj_mark_dirty_locked(rv_qjournal *j) {
   if (atomic_load(&j->dirty_since_ns) != 0)
     return false;
-  atomic_store(&j->dirty_since_ns, rv_now_ns());
+  atomic_store(&j->dirty_since_ns, rv__dirty_stamp());
   return true;
 }
 
@@ -530,7 +526,7 @@ int64_t rv__qjournal_due_ns(rv_qjournal *j) {
  * journal's lock: the buffer written, the checkpoint taken, the targets noted.
  */
 void rv__qjournal_prepare(rv_qjournal *j, rv__qjournal_work *w) {
-  *w = (rv__qjournal_work){.j = j, .fd = -1};
+  *w = (rv__qjournal_work){.j = j};
   rv_mutex_lock(&j->mu);
   if (!atomic_load(&j->failed)) {
     int rc;
@@ -539,7 +535,7 @@ void rv__qjournal_prepare(rv_qjournal *j, rv__qjournal_work *w) {
     else
       rc = rv__qj_flush_locked(j);
     if (rc == RV_OK) {
-      w->fd = j->fd;
+      w->file = j->file;
       w->sync_dir = j->need_dir_sync;
       w->unlink_below = j->unlink_below;
       w->target_lsn = j->lsn;
@@ -556,13 +552,14 @@ void rv__qjournal_prepare(rv_qjournal *j, rv__qjournal_work *w) {
 /* Superseded files go only after the new checkpoint and its directory entry are durable. */
 void rv__qjournal_sync(rv__qjournal_work *w) {
   rv_qjournal *j = w->j;
-  w->rc = rv__qio_fdatasync(w->fd);
+  w->rc = rv_file_sync(w->file);
   if (w->rc == RV_OK && w->sync_dir)
-    w->rc = rv__qio_fsync(j->dir_fd);
-  if (w->rc == RV_OK && w->sync_dir && j->parent_fd >= 0) {
-    w->rc = rv__qio_fsync(j->parent_fd);
-    close(j->parent_fd);
-    j->parent_fd = -1;
+    w->rc = rv_fs_sync_dir(j->dir);
+  if (w->rc == RV_OK && w->sync_dir && j->parent_dirty) {
+    char parent[RV__QIO_PATH_MAX];
+    rv__qio_parent(parent, j->dir);
+    w->rc = rv_fs_sync_dir(parent);
+    j->parent_dirty = false;
   }
   if (w->rc != RV_OK || !w->unlink_below)
     return;
@@ -573,7 +570,7 @@ void rv__qjournal_sync(rv__qjournal_work *w) {
   for (size_t i = 0; i < n && gens[i] < w->unlink_below; i++) {
     char path[RV__QIO_PATH_MAX];
     rv__qio_path(path, j->dir, gens[i], RV__QJ_SUFFIX);
-    unlink(path);
+    (void)rv_fs_unlink(path);
   }
   free(gens);
 }
@@ -581,10 +578,10 @@ void rv__qjournal_sync(rv__qjournal_work *w) {
 /* Durable LSN and floor move together, after the disk said yes. */
 void rv__qjournal_complete(rv__qjournal_work *w) {
   rv_qjournal *j = w->j;
-  if (w->fd < 0)
+  if (!w->file)
     return;
   if (w->rc != RV_OK) {
-    rv__qj_fail(j, "fdatasync");
+    rv__qj_fail(j, "fdatasync", w->rc);
     return;
   }
   if (w->target_lsn > atomic_load(&j->durable_lsn))
@@ -603,28 +600,27 @@ void rv__qjournal_close_detached(rv_qjournal *j) { rv_qjournal_close(j); }
 static int rv__qj_load(rv_qjournal *j, uint64_t gen) {
   char path[RV__QIO_PATH_MAX];
   rv__qio_path(path, j->dir, gen, RV__QJ_SUFFIX);
-  int fd = open(path, O_RDWR | O_CLOEXEC);
-  if (fd < 0)
+  rv_file *jf;
+  if (rv_file_open(&jf, path, RV_FS_RDWR) != RV_OK)
     return RV_EIO;
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    close(fd);
+  uint64_t size;
+  if (rv_file_size(jf, &size) != RV_OK) {
+    rv_file_close(jf);
     return RV_EIO;
   }
-  uint64_t size = (uint64_t)st.st_size;
   if (size > 2 * (uint64_t)RV_QJOURNAL_RECORD_MAX_BYTES) {
-    close(fd);
+    rv_file_close(jf);
     return RV_EINVAL;
   }
   uint8_t *file = malloc(size ? size : 1);
   if (!file) {
-    close(fd);
+    rv_file_close(jf);
     return RV_ENOMEM;
   }
   int rc = RV_EINVAL;
   const uint8_t *payload;
   uint32_t len;
-  if (rv__qio_pread_full(fd, file, size, 0) != (ssize_t)size) {
+  if (rv_file_pread(jf, file, size, 0) != (ssize_t)size) {
     rc = RV_EIO;
   } else if (size >= RV__QJ_FILE_HEADER_BYTES && !memcmp(file, RV__QJ_MAGIC, RV__QJ_MAGIC_BYTES) &&
              rv__get_u32(file + 8) == RV__QJ_VERSION &&
@@ -634,7 +630,7 @@ static int rv__qj_load(rv_qjournal *j, uint64_t gen) {
   }
   if (rc != RV_OK) {
     free(file);
-    close(fd);
+    rv_file_close(jf);
     return rc;
   }
   uint64_t off = RV__QJ_FILE_HEADER_BYTES + RV__QJ_REC_HEADER_BYTES + len;
@@ -651,7 +647,7 @@ static int rv__qj_load(rv_qjournal *j, uint64_t gen) {
       break; /* a valid checksum over an unknown record: treat as the end */
     if (arc < 0) {
       free(file);
-      close(fd);
+      rv_file_close(jf);
       return arc;
     }
     j->lsn++;
@@ -660,8 +656,8 @@ static int rv__qj_load(rv_qjournal *j, uint64_t gen) {
   }
   free(file);
   if (off < size) {
-    if (ftruncate(fd, (off_t)off) != 0) {
-      close(fd);
+    if (rv_file_truncate(jf, off) != RV_OK) {
+      rv_file_close(jf);
       return RV_EIO;
     }
     j->truncated_bytes += size - off;
@@ -669,7 +665,7 @@ static int rv__qj_load(rv_qjournal *j, uint64_t gen) {
                 "topic=%s path=%s offset=%" PRIu64 " cut_bytes=%" PRIu64 " lsn=%" PRIu64,
                 rv__qlog_name(j->q), path, off, size - off, j->lsn);
   }
-  j->fd = fd;
+  j->file = jf;
   j->gen = gen;
   j->file_bytes = off;
   return RV_OK;
@@ -699,14 +695,14 @@ static int rv__qj_recover(rv_qjournal *j, uint64_t start_seq) {
     rv__qio_path(path, j->dir, gens[i], RV__QJ_SUFFIX);
     rv_log_warn(rv__qlog_logger(j->q), "removing channel journal file without a valid checkpoint",
                 "topic=%s path=%s", rv__qlog_name(j->q), path);
-    unlink(path);
+    (void)rv_fs_unlink(path);
   }
   rc = RV_OK;
   if (chosen < n) {
     for (size_t i = 0; i < chosen; i++) {
       char path[RV__QIO_PATH_MAX];
       rv__qio_path(path, j->dir, gens[i], RV__QJ_SUFFIX);
-      unlink(path);
+      (void)rv_fs_unlink(path);
     }
   } else {
     uint64_t floor = start_seq;
@@ -762,12 +758,7 @@ static void rv__qj_clamp(rv_qjournal *j, uint64_t next_seq) {
 
 /* Release everything; the files stay. */
 static void rv__qj_free(rv_qjournal *j) {
-  if (j->fd >= 0)
-    close(j->fd);
-  if (j->dir_fd >= 0)
-    close(j->dir_fd);
-  if (j->parent_fd >= 0)
-    close(j->parent_fd);
+  rv_file_close(j->file);
   rv_mutex_destroy(&j->mu);
   free(j->runs);
   free(j->dtab);
@@ -787,7 +778,6 @@ int rv_qjournal_open(rv_qjournal **out, rv_qlog *q, const char *dir, const rv_qj
   if (!j)
     return RV_ENOMEM;
   j->q = q;
-  j->fd = j->dir_fd = j->parent_fd = -1;
   j->checkpoint_bytes = ckpt;
   rv_mutex_init(&j->mu, "qjournal");
   j->dir = strdup(dir);
@@ -796,10 +786,10 @@ int rv_qjournal_open(rv_qjournal **out, rv_qlog *q, const char *dir, const rv_qj
     rv__qj_free(j);
     return RV_ENOMEM;
   }
-  j->dir_fd = rv__qio_open_dir(dir, &j->parent_fd);
-  if (j->dir_fd < 0) {
+  int drc = rv__qio_open_dir(dir, &j->parent_dirty);
+  if (drc != RV_OK) {
     rv_log_error(rv__qlog_logger(q), "cannot open channel journal directory",
-                 "topic=%s dir=%s err=%s", rv__qlog_name(q), dir, strerror(errno));
+                 "topic=%s dir=%s err=%s", rv__qlog_name(q), dir, rv_strerror(drc));
     rv__qj_free(j);
     return RV_EIO;
   }
@@ -829,7 +819,7 @@ void rv_qjournal_close(rv_qjournal *j) {
   rv__qlog_round_lock(q);
   rv__qjournal_work w;
   rv__qjournal_prepare(j, &w);
-  if (w.fd >= 0)
+  if (w.file)
     rv__qjournal_sync(&w);
   rv__qjournal_complete(&w);
   rv__qlog_detach(q, j);
@@ -849,11 +839,11 @@ int rv_qjournal_remove(rv_qjournal *j) {
   for (size_t i = 0; rc == RV_OK && i < n; i++) {
     char path[RV__QIO_PATH_MAX];
     rv__qio_path(path, j->dir, gens[i], RV__QJ_SUFFIX);
-    unlink(path);
+    (void)rv_fs_unlink(path);
   }
   if (rc == RV_OK) {
     free(gens);
-    if (rmdir(j->dir) != 0)
+    if (rv_fs_rmdir(j->dir) != RV_OK)
       rc = RV_EIO;
   }
   rv__qj_free(j);

@@ -119,14 +119,10 @@
  */
 #include "storage/qlog.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "storage/crc32c.h"
 #include "storage/qlog_internal.h"
@@ -151,7 +147,7 @@ typedef struct rv__qseg {
   uint64_t next_seq;      /* one past the last valid record */
   uint64_t size_bytes;    /* valid bytes: header and records */
   uint64_t synced_bytes;  /* bytes known fdatasync'ed */
-  int fd;
+  rv_file *file;
   int refs;               /* the list's and readers'; guarded by the log's mu */
   uint32_t *index;        /* index[i]: offset of record first_seq + i * STRIDE */
   size_t index_len, index_cap;
@@ -168,8 +164,8 @@ struct rv_qlog {
   char name[RV__QLOG_NAME_MAX];
   rv_qlog_opts opts;
   uint64_t segment_bytes;
-  int dir_fd;
-  int parent_fd;          /* the parent of a new topic directory, until synced; else -1 */
+  bool dir_open;          /* the topic directory exists (open got that far) */
+  bool parent_dirty;      /* the topic directory is new: its parent needs a sync */
 
   rv_mutex mu;
   rv_mutex round_mu;
@@ -219,8 +215,7 @@ struct rv_qlog_iter {
 static void rv__qseg_unref(rv__qseg *s) {
   if (--s->refs > 0)
     return;
-  if (s->fd >= 0)
-    close(s->fd);
+  rv_file_close(s->file);
   free(s->index);
   free(s);
 }
@@ -269,20 +264,20 @@ static int rv__qseg_create(rv_qlog *q, uint64_t first_seq, rv__qseg **out) {
   rv__qseg *s = calloc(1, sizeof *s);
   if (!s)
     return RV_ENOMEM;
-  s->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (s->fd < 0) {
+  int rc = rv_file_open(&s->file, path, RV_FS_RDWR | RV_FS_CREATE | RV_FS_EXCL);
+  if (rc != RV_OK) {
     rv_log_error(q->opts.log, "cannot create segment", "topic=%s path=%s err=%s", q->name, path,
-                 strerror(errno));
+                 rv_strerror(rc));
     free(s);
     return RV_EIO;
   }
   uint8_t h[RV_QLOG_SEGMENT_HEADER_BYTES];
   rv__qseg_encode_header(h, first_seq);
-  if (rv__qio_pwrite_all(s->fd, h, sizeof h, 0) != RV_OK) {
+  if ((rc = rv_file_pwrite(s->file, h, sizeof h, 0)) != RV_OK) {
     rv_log_error(q->opts.log, "cannot write segment header", "topic=%s path=%s err=%s", q->name,
-                 path, strerror(errno));
-    close(s->fd);
-    unlink(path);
+                 path, rv_strerror(rc));
+    rv_file_close(s->file);
+    rv_fs_unlink(path);
     free(s);
     return RV_EIO;
   }
@@ -375,12 +370,12 @@ typedef struct rv__qrbuf {
 } rv__qrbuf;
 
 /*
- * Make bytes [off, off + need) of fd available in b, reading at least
+ * Make bytes [off, off + need) of file f available in b, reading at least
  * chunk bytes at a time but never past limit (the segment's valid size, so
  * a concurrent append is never half seen).  RV_OK, RV_ERANGE (the range
  * passes limit: a torn record), RV_EIO, RV_ENOMEM.
  */
-static int rv__qrbuf_load(rv__qrbuf *b, int fd, uint64_t off, size_t need, uint64_t limit,
+static int rv__qrbuf_load(rv__qrbuf *b, rv_file *f, uint64_t off, size_t need, uint64_t limit,
                           size_t chunk) {
   if (off + need > limit)
     return RV_ERANGE;
@@ -396,7 +391,7 @@ static int rv__qrbuf_load(rv__qrbuf *b, int fd, uint64_t off, size_t need, uint6
     b->p = np;
     b->cap = want;
   }
-  ssize_t n = rv__qio_pread_full(fd, b->p, want, off);
+  ssize_t n = rv_file_pread(f, b->p, want, off);
   b->off = off;
   b->len = n > 0 ? (size_t)n : 0;
   if (n < 0)
@@ -410,9 +405,9 @@ static int rv__qrbuf_load(rv__qrbuf *b, int fd, uint64_t off, size_t need, uint6
  * RV_EINVAL with *why when the bytes there are not that record (torn,
  * corrupt, or past limit); RV_EIO or RV_ENOMEM when reading failed.
  */
-static int rv__qrec_load(rv__qrbuf *b, int fd, uint64_t off, uint64_t seq, uint64_t limit,
+static int rv__qrec_load(rv__qrbuf *b, rv_file *f, uint64_t off, uint64_t seq, uint64_t limit,
                          size_t chunk, bool verify, const uint8_t **rec, const char **why) {
-  int rc = rv__qrbuf_load(b, fd, off, RV_QLOG_RECORD_HEADER_BYTES, limit, chunk);
+  int rc = rv__qrbuf_load(b, f, off, RV_QLOG_RECORD_HEADER_BYTES, limit, chunk);
   if (rc != RV_OK) {
     *why = rc == RV_ERANGE ? "incomplete record header" : "read failed";
     return rc == RV_ERANGE ? RV_EINVAL : rc;
@@ -422,7 +417,7 @@ static int rv__qrec_load(rv__qrbuf *b, int fd, uint64_t off, uint64_t seq, uint6
     return RV_EINVAL;
   }
   uint32_t len = rv__get_u32(b->p + (off - b->off) + 4);
-  rc = rv__qrbuf_load(b, fd, off, RV_QLOG_RECORD_HEADER_BYTES + (size_t)len, limit, chunk);
+  rc = rv__qrbuf_load(b, f, off, RV_QLOG_RECORD_HEADER_BYTES + (size_t)len, limit, chunk);
   if (rc != RV_OK) {
     *why = rc == RV_ERANGE ? "incomplete record body" : "read failed";
     return rc == RV_ERANGE ? RV_EINVAL : rc;
@@ -443,20 +438,20 @@ static void rv__qlog_save_tail(rv_qlog *q, rv__qseg *s, const char *path, uint64
                                uint64_t size) {
   char side[RV__QIO_PATH_MAX + 32];
   snprintf(side, sizeof side, "%s.tail-%" PRIu64, path, off);
-  int fd = open(side, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
+  rv_file *f;
+  if (rv_file_open(&f, side, RV_FS_WRITE | RV_FS_CREATE | RV_FS_TRUNC) != RV_OK)
     return;
   uint8_t buf[64 << 10];
   uint64_t woff = 0;
   while (off < size) {
     size_t want = size - off < sizeof buf ? (size_t)(size - off) : sizeof buf;
-    ssize_t n = rv__qio_pread_full(s->fd, buf, want, off);
-    if (n <= 0 || rv__qio_pwrite_all(fd, buf, (size_t)n, woff) != RV_OK)
+    ssize_t n = rv_file_pread(s->file, buf, want, off);
+    if (n <= 0 || rv_file_pwrite(f, buf, (size_t)n, woff) != RV_OK)
       break;
     off += (uint64_t)n;
     woff += (uint64_t)n;
   }
-  close(fd);
+  rv_file_close(f);
 }
 
 /*
@@ -467,12 +462,11 @@ static void rv__qlog_save_tail(rv_qlog *q, rv__qseg *s, const char *path, uint64
 static int rv__qlog_scan_seg(rv_qlog *q, rv__qseg *s, bool is_last) {
   char path[RV__QIO_PATH_MAX];
   rv__qio_path(path, q->dir, s->first_seq, RV__QSEG_SUFFIX);
-  struct stat stbuf;
-  if (fstat(s->fd, &stbuf) != 0)
+  uint64_t size;
+  if (rv_file_size(s->file, &size) != RV_OK)
     return RV_EIO;
-  uint64_t size = (uint64_t)stbuf.st_size;
   uint8_t h[RV_QLOG_SEGMENT_HEADER_BYTES];
-  ssize_t hn = rv__qio_pread_full(s->fd, h, sizeof h, 0);
+  ssize_t hn = rv_file_pread(s->file, h, sizeof h, 0);
   if (hn < 0)
     return RV_EIO;
   s->next_seq = s->first_seq;
@@ -480,7 +474,7 @@ static int rv__qlog_scan_seg(rv_qlog *q, rv__qseg *s, bool is_last) {
     if (is_last && size <= RV_QLOG_SEGMENT_HEADER_BYTES) {
       /* Created, then the crash came before its header was complete: redo it. */
       rv__qseg_encode_header(h, s->first_seq);
-      if (ftruncate(s->fd, 0) != 0 || rv__qio_pwrite_all(s->fd, h, sizeof h, 0) != RV_OK)
+      if (rv_file_truncate(s->file, 0) != RV_OK || rv_file_pwrite(s->file, h, sizeof h, 0) != RV_OK)
         return RV_EIO;
       rv_log_warn(q->opts.log, "rewrote torn segment header", "topic=%s path=%s", q->name, path);
       s->size_bytes = s->synced_bytes = RV_QLOG_SEGMENT_HEADER_BYTES;
@@ -498,7 +492,7 @@ static int rv__qlog_scan_seg(rv_qlog *q, rv__qseg *s, bool is_last) {
   const char *why = NULL;
   while (off < size) {
     const uint8_t *rh;
-    int rc = rv__qrec_load(&b, s->fd, off, s->next_seq, size, RV__QLOG_SCAN_CHUNK_BYTES, true, &rh,
+    int rc = rv__qrec_load(&b, s->file, off, s->next_seq, size, RV__QLOG_SCAN_CHUNK_BYTES, true, &rh,
                            &why);
     if (rc == RV_EINVAL)
       break;
@@ -524,7 +518,7 @@ static int rv__qlog_scan_seg(rv_qlog *q, rv__qseg *s, bool is_last) {
     return RV_OK;
   if (is_last) {
     rv__qlog_save_tail(q, s, path, off, size);
-    if (ftruncate(s->fd, (off_t)off) != 0)
+    if (rv_file_truncate(s->file, off) != RV_OK)
       return RV_EIO;
     q->st.truncated_bytes += size - off;
     rv_log_warn(q->opts.log, "truncated torn tail of segment",
@@ -562,10 +556,10 @@ static int rv__qlog_recover(rv_qlog *q, bool *recovered_any) {
     }
     s->refs = 1;
     s->first_seq = firsts[i];
-    s->fd = open(path, O_RDWR | O_CLOEXEC);
-    if (s->fd < 0) {
+    int orc = rv_file_open(&s->file, path, RV_FS_RDWR);
+    if (orc != RV_OK) {
       rv_log_error(q->opts.log, "cannot open segment", "topic=%s path=%s err=%s", q->name, path,
-                   strerror(errno));
+                   rv_strerror(orc));
       free(s);
       rc = RV_EIO;
       break;
@@ -576,7 +570,7 @@ static int rv__qlog_recover(rv_qlog *q, bool *recovered_any) {
       /* The newest segment's header is bad: set it aside, write anew from its first seq. */
       char bad[RV__QIO_PATH_MAX + 8];
       snprintf(bad, sizeof bad, "%s.bad", path);
-      rename(path, bad);
+      (void)rv_fs_rename(path, bad);
       uint64_t first = s->first_seq;
       rv__qseg_unref(s);
       rc = rv__qseg_create(q, first, &s);
@@ -685,7 +679,7 @@ static int rv__qlog_round(rv_qlog *q, bool force) {
     int64_t d = rv__qjournal_due_ns(j);
     if (d == INT64_MAX || (!force && d > start_ns))
       continue;
-    q->jwork[njw++] = (rv__qjournal_work){.j = j, .fd = -1};
+    q->jwork[njw++] = (rv__qjournal_work){.j = j};
   }
 
   /*
@@ -736,22 +730,23 @@ static int rv__qlog_round(rv_qlog *q, bool force) {
   int rc = RV_OK;
   uint64_t nlog = 0, ndir = 0, njsync = 0;
   for (size_t i = 0; i < nss && rc == RV_OK; i++) {
-    rc = rv__qio_fdatasync(q->ssync[i].seg->fd);
+    rc = rv_file_sync(q->ssync[i].seg->file);
     nlog++;
   }
   if (rc == RV_OK && sync_dir) {
-    rc = rv__qio_fsync(q->dir_fd);
+    rc = rv_fs_sync_dir(q->dir);
     ndir++;
-    if (rc == RV_OK && q->parent_fd >= 0) {
-      rc = rv__qio_fsync(q->parent_fd);
+    if (rc == RV_OK && q->parent_dirty) {
+      char parent[RV__QIO_PATH_MAX];
+      rv__qio_parent(parent, q->dir);
+      rc = rv_fs_sync_dir(parent);
       ndir++;
-      close(q->parent_fd); /* only rounds touch parent_fd, and round_mu is held */
-      q->parent_fd = -1;
+      q->parent_dirty = false; /* only rounds touch it, and round_mu is held */
     }
   }
-  int sync_errno = errno;
+  int sync_err = rc;
   for (size_t i = 0; i < njw; i++) {
-    if (q->jwork[i].fd >= 0) {
+    if (q->jwork[i].file) {
       rv__qjournal_sync(&q->jwork[i]);
       njsync++;
     }
@@ -772,7 +767,7 @@ static int rv__qlog_round(rv_qlog *q, bool force) {
     q->failed = RV_EIO;
     q->dir_dirty = sync_dir || q->dir_dirty;
     rv_log_error(q->opts.log, "fdatasync failed: the log refuses appends until reopened",
-                 "topic=%s err=%s durable_seq=%" PRIu64, q->name, strerror(sync_errno),
+                 "topic=%s err=%s durable_seq=%" PRIu64, q->name, rv_strerror(sync_err),
                  atomic_load(&q->durable_seq));
   }
   for (size_t i = 0; i < nss; i++)
@@ -859,7 +854,6 @@ int rv_qlog_open(rv_qlog **out, const char *dir, const rv_qlog_opts *opts) {
   q->dir = strdup(dir);
   q->hbuf = malloc((size_t)RV_QLOG_WRITEV_RECORDS_MAX * RV_QLOG_RECORD_HEADER_BYTES);
   q->iov = malloc((size_t)RV_QLOG_WRITEV_RECORDS_MAX * 2 * sizeof *q->iov);
-  q->dir_fd = q->parent_fd = -1;
   rv_mutex_init(&q->mu, "qlog");
   rv_mutex_init(&q->round_mu, "qlog-round");
   rv_cond_init(&q->wake, "qlog-wake");
@@ -868,13 +862,14 @@ int rv_qlog_open(rv_qlog **out, const char *dir, const rv_qlog_opts *opts) {
     rv_qlog_close(q);
     return RV_ENOMEM;
   }
-  q->dir_fd = rv__qio_open_dir(dir, &q->parent_fd);
-  if (q->dir_fd < 0) {
+  int drc = rv__qio_open_dir(dir, &q->parent_dirty);
+  if (drc != RV_OK) {
     rv_log_error(o.log, "cannot open topic directory", "topic=%s dir=%s err=%s", q->name, dir,
-                 strerror(errno));
+                 rv_strerror(drc));
     rv_qlog_close(q);
     return RV_EIO;
   }
+  q->dir_open = true;
   bool recovered_any = false;
   int rc = rv__qlog_recover(q, &recovered_any);
   if (rc != RV_OK) {
@@ -889,10 +884,10 @@ int rv_qlog_open(rv_qlog **out, const char *dir, const rv_qlog_opts *opts) {
    * flushes the whole file system once.
    */
   if (recovered_any) {
-    rc = rv__qio_syncfs(q->dir_fd);
+    rc = rv_fs_syncfs(q->dir);
     if (rc != RV_OK) {
       rv_log_error(o.log, "cannot sync recovered topic log", "topic=%s err=%s", q->name,
-                   strerror(errno));
+                   rv_strerror(rc));
       rv_qlog_close(q);
       return rc;
     }
@@ -907,7 +902,7 @@ int rv_qlog_open(rv_qlog **out, const char *dir, const rv_qlog_opts *opts) {
                 q->name, q->nsegs, q->segs[0]->first_seq, q->next_seq, q->st.truncated_bytes,
                 q->st.lost_seqs);
   } else {
-    q->dirty_since_ns = rv_now_ns(); /* the new segment's entry and header, synced by the thread */
+    q->dirty_since_ns = rv__dirty_stamp(); /* the new segment's entry and header, synced by the thread */
   }
   if (!o.manual_sync) {
     char tname[RV_THREAD_NAME_MAX];
@@ -934,7 +929,7 @@ void rv_qlog_close(rv_qlog *q) {
     rv_thread_join(q->thread);
     q->thread = NULL;
   }
-  if (q->dir_fd >= 0 && q->nsegs > 0)
+  if (q->dir_open && q->nsegs > 0)
     rv__qlog_round(q, true);
   while (q->njournals > 0)
     rv__qjournal_close_detached(q->journals[q->njournals - 1]);
@@ -944,10 +939,6 @@ void rv_qlog_close(rv_qlog *q) {
   free(q->journals);
   free(q->jwork);
   free(q->ssync);
-  if (q->dir_fd >= 0)
-    close(q->dir_fd);
-  if (q->parent_fd >= 0)
-    close(q->parent_fd);
   rv_cond_destroy(&q->durable_cond);
   rv_cond_destroy(&q->wake);
   rv_mutex_destroy(&q->round_mu);
@@ -973,7 +964,7 @@ static int rv__qlog_roll_locked(rv_qlog *q) {
   if (rc == RV_OK && (rc = rv__qlog_push_seg(q, s)) != RV_OK) {
     char path[RV__QIO_PATH_MAX];
     rv__qio_path(path, q->dir, s->first_seq, RV__QSEG_SUFFIX);
-    unlink(path);
+    rv_fs_unlink(path);
     rv__qseg_unref(s);
   }
   return rc;
@@ -985,8 +976,8 @@ static int rv__qlog_roll_locked(rv_qlog *q) {
  */
 static int rv__qlog_fail_write_locked(rv_qlog *q, rv__qseg *s, int err) {
   rv_log_error(q->opts.log, "write failed: the log refuses appends until reopened",
-               "topic=%s seq=%" PRIu64 " err=%s", q->name, q->next_seq, strerror(err));
-  if (ftruncate(s->fd, (off_t)s->size_bytes) != 0) {
+               "topic=%s seq=%" PRIu64 " err=%s", q->name, q->next_seq, rv_strerror(err));
+  if (rv_file_truncate(s->file, s->size_bytes) != RV_OK) {
     /* the torn tail is cut at the next open instead */
   }
   q->failed = RV_EIO;
@@ -1047,8 +1038,9 @@ int rv_qlog_append(rv_qlog *q, const rv_qlog_entry *entries, size_t n, uint64_t 
         s->index[s->index_len + nidx++] = (uint32_t)off;
       off += RV_QLOG_RECORD_HEADER_BYTES + e->body_len;
     }
-    if (rv__qio_pwritev_all(s->fd, q->iov, (int)(2 * cnt), s->size_bytes) != RV_OK) {
-      rc = rv__qlog_fail_write_locked(q, s, errno);
+    int wrc = rv_file_pwritev(s->file, q->iov, (int)(2 * cnt), s->size_bytes);
+    if (wrc != RV_OK) {
+      rc = rv__qlog_fail_write_locked(q, s, wrc);
       break;
     }
     s->index_len += nidx;
@@ -1063,7 +1055,7 @@ int rv_qlog_append(rv_qlog *q, const rv_qlog_entry *entries, size_t n, uint64_t 
   if (i > 0) {
     bool was_clean = q->dirty_since_ns == 0;
     if (was_clean)
-      q->dirty_since_ns = rv_now_ns();
+      q->dirty_since_ns = rv__dirty_stamp();
     /* ALWAYS: flush now.  NONE: the thread may sleep without a deadline; give it one. */
     if (q->opts.sync == RV_QLOG_SYNC_ALWAYS || was_clean)
       rv__qlog_kick_locked(q);
@@ -1236,7 +1228,7 @@ int rv_qlog_iter_next(rv_qlog_iter *it, rv_qlog_msg *out) {
   const char *why = NULL;
   for (uint64_t at = seq - skip;; at++) {
     const uint8_t *h;
-    if (rv__qrec_load(&b, s->fd, off, at, limit, RV_QLOG_READ_CHUNK_BYTES, at == seq, &h, &why) !=
+    if (rv__qrec_load(&b, s->file, off, at, limit, RV_QLOG_READ_CHUNK_BYTES, at == seq, &h, &why) !=
         RV_OK)
       break;
     uint32_t len = rv__get_u32(h + 4);
@@ -1289,7 +1281,7 @@ int rv_qlog_read(rv_qlog *q, uint64_t seq, rv_qlog_msg *out, void *buf, size_t c
   for (uint64_t at = seq - skip;; at++) {
     if (off < win_off || off + RV_QLOG_RECORD_HEADER_BYTES > win_off + win_len) {
       size_t want = limit - off < sizeof win ? (size_t)(limit - off) : sizeof win;
-      ssize_t n = want >= RV_QLOG_RECORD_HEADER_BYTES ? rv__qio_pread_full(s->fd, win, want, off) : 0;
+      ssize_t n = want >= RV_QLOG_RECORD_HEADER_BYTES ? rv_file_pread(s->file, win, want, off) : 0;
       win_off = off;
       win_len = n > 0 ? (size_t)n : 0;
       if (win_len < RV_QLOG_RECORD_HEADER_BYTES) {
@@ -1321,7 +1313,7 @@ int rv_qlog_read(rv_qlog *q, uint64_t seq, rv_qlog_msg *out, void *buf, size_t c
     }
     if (body_off + len <= win_off + win_len)
       memcpy(buf, win + (body_off - win_off), len);
-    else if (rv__qio_pread_full(s->fd, buf, len, body_off) != (ssize_t)len) {
+    else if (rv_file_pread(s->file, buf, len, body_off) != (ssize_t)len) {
       why = "record past the valid end";
       break;
     }
@@ -1368,9 +1360,10 @@ again:
   for (size_t i = 0; i < ngone; i++) {
     char path[RV__QIO_PATH_MAX];
     rv__qio_path(path, q->dir, gone[i]->first_seq, RV__QSEG_SUFFIX);
-    if (unlink(path) != 0)
+    int urc = rv_fs_unlink(path);
+    if (urc != RV_OK)
       rv_log_warn(q->opts.log, "cannot delete reclaimed segment", "topic=%s path=%s err=%s",
-                  q->name, path, strerror(errno));
+                  q->name, path, rv_strerror(urc));
     rv__qlog_unref_seg(q, gone[i]);
   }
   total += ngone;

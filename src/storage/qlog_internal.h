@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#include "rt/fs.h"
+#include "rt/rt.h"
 #include "storage/qjournal.h"
 #include "storage/qlog.h"
 
@@ -43,28 +45,29 @@ static inline uint64_t rv__get_u64(const uint8_t *p) {
   return v;
 }
 
+/*
+ * A "dirty since" stamp (rv_now_ns), for fields where 0 means clean: the
+ * simulator's clock starts at 0, and a log dirtied then must not look clean.
+ */
+static inline int64_t rv__dirty_stamp(void) {
+  int64_t t = rv_now_ns();
+  return t != 0 ? t : 1;
+}
+
 /* ---- file helpers (qlog_io.c) ----------------------------------------------- */
 
 /* Bytes of a path we build (directory + file name). */
 #define RV__QIO_PATH_MAX 4096
 
-/* pwrite all len bytes at off (retrying short writes and EINTR): 0 or RV_EIO, errno kept. */
-int rv__qio_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
-/* pwritev all iovecs at off; iov is modified. 0 or RV_EIO. */
-int rv__qio_pwritev_all(int fd, struct iovec *iov, int iovcnt, uint64_t off);
-/* pread up to len bytes at off, retrying short reads until EOF: bytes read, or -1. */
-ssize_t rv__qio_pread_full(int fd, void *buf, size_t len, uint64_t off);
-/* fdatasync (fsync for directories) with EINTR retry: 0 or RV_EIO. */
-int rv__qio_fdatasync(int fd);
-int rv__qio_fsync(int fd);
-/* syncfs(2) of the file system holding fd: 0 or RV_EIO. */
-int rv__qio_syncfs(int fd);
 /*
- * mkdir dir if missing, open it O_DIRECTORY: fd, or -1.  When it was
- * created, *parent_fd is its parent directory, to fsync (then close) before
- * the new directory's contents count as durable; else -1.
+ * mkdir dir if missing (its parent must exist): 0, or an rv_err.  *created
+ * says it was made now: its parent directory must then be synced
+ * (rv__qio_parent names it) before the new directory's contents count as
+ * durable.
  */
-int rv__qio_open_dir(const char *dir, int *parent_fd);
+int rv__qio_open_dir(const char *dir, bool *created);
+/* The parent directory of dir into out (RV__QIO_PATH_MAX): "." for a bare name. */
+void rv__qio_parent(char *out, const char *dir);
 /*
  * The numbers N of the files "NNNNNNNNNNNNNNNNNNNN<suffix>" (20 digits) in
  * dir, sorted ascending, in a malloc'd array (*out, *n).  0, RV_EIO, RV_ENOMEM.
@@ -101,10 +104,10 @@ int rv__qlog_wait(rv_qlog *q, bool (*done)(void *arg, int *err), void *arg, rv_c
 /* One journal's part in a sync round. */
 typedef struct rv__qjournal_work {
   rv_qjournal *j;
-  int fd;                 /* file to fdatasync, or -1 (nothing to do) */
+  rv_file *file;          /* file to sync, or NULL (nothing to do) */
   bool sync_dir;          /* a new journal file was created */
   uint64_t unlink_below;  /* after syncing, delete journal files with a lower generation (0: none) */
-  uint64_t target_lsn;    /* durable once fd is synced */
+  uint64_t target_lsn;    /* durable once file is synced */
   uint64_t target_floor;
   int rc;
 } rv__qjournal_work;

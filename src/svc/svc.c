@@ -56,6 +56,8 @@ struct rv_svc {
   char replica[16];
   char service[128];
   rv_log *log;
+  bool own_log;
+  rv_registry *reg;           /* the process's registry, as of rv_svc_start */
   rv_metrics *metrics;
   rv_admin *admin;
   rv_coord_client *coord;
@@ -497,7 +499,8 @@ static void free_all(rv_svc *s) {
   if (s->coord)
     rv_coord_client_close(s->coord);
   rv_metrics_free(s->metrics);
-  rv_log_free(s->log);
+  if (s->own_log)
+    rv_log_free(s->log);
   rv_rawmu_destroy(&s->history_mu);
   free(s);
 }
@@ -542,10 +545,12 @@ int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms,
   snprintf(s->replica, sizeof s->replica, "%d", o->replica);
   snprintf(s->service, sizeof s->service, "%s", s->o.service);
   s->o.service = s->service;
-  s->log = rv_log_new(2, RV_LOG_INFO, "svc");
+  s->own_log = !s->o.log;
+  s->log = s->o.log ? s->o.log : rv_log_new(2, RV_LOG_INFO, "svc");
 
   /* Recursive read detection: the fix reports the first recursive read. */
   rv_registry *reg = rv_registry_current();
+  s->reg = reg;
   rv_registry_set_recursive_policy(reg, s->o.bugs[RV_SVC_BUG_DETECT] ? RV_RECURSIVE_OFF
                                                                     : RV_RECURSIVE_WARN);
 
@@ -556,21 +561,22 @@ int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms,
     rc = RV_ENOMEM;
     goto fail;
   }
-  rc = rv_admin_start(&s->admin,
-                      &(rv_admin_opts){.port = s->o.admin_port, .metrics = s->metrics});
-  if (rc != RV_OK) {
-    snprintf(why, whylen, "admin endpoint on port %u: %s", s->o.admin_port, rv_strerror(rc));
-    goto fail;
+  char admin_url[64] = "", host[256] = "";
+  if (!s->o.no_admin) {
+    rc = rv_admin_start(&s->admin,
+                        &(rv_admin_opts){.port = s->o.admin_port, .metrics = s->metrics});
+    if (rc != RV_OK) {
+      snprintf(why, whylen, "admin endpoint on port %u: %s", s->o.admin_port, rv_strerror(rc));
+      goto fail;
+    }
+    rc = rv_admin_route(s->admin, "GET", RV_SVC_HISTORY_PATH, history_route, s);
+    if (rc != RV_OK) {
+      snprintf(why, whylen, "cannot add %s: %s", RV_SVC_HISTORY_PATH, rv_strerror(rc));
+      goto fail;
+    }
+    snprintf(admin_url, sizeof admin_url, "http://127.0.0.1:%u/", rv_admin_port(s->admin));
   }
-  rc = rv_admin_route(s->admin, "GET", RV_SVC_HISTORY_PATH, history_route, s);
-  if (rc != RV_OK) {
-    snprintf(why, whylen, "cannot add %s: %s", RV_SVC_HISTORY_PATH, rv_strerror(rc));
-    goto fail;
-  }
-  char admin_url[64], host[256] = "";
-  snprintf(admin_url, sizeof admin_url, "http://127.0.0.1:%u/", rv_admin_port(s->admin));
-  if (gethostname(host, sizeof host - 1) != 0)
-    snprintf(host, sizeof host, "localhost");
+  rv_gethostname(host, sizeof host);
 
   rv_ctx *ctx = rv_ctx_with_timeout(NULL, connect_timeout_ms * RV_NS_PER_MS);
   rv_coord_client_opts co = {.host = s->o.coord_host,
@@ -578,7 +584,7 @@ int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms,
                              .service = s->service,
                              .replica = s->replica,
                              .host_name = host,
-                             .admin_url = admin_url};
+                             .admin_url = admin_url[0] ? admin_url : NULL};
   rc = rv_coord_client_open(&s->coord, ctx, &co);
   if (rc != RV_OK) {
     snprintf(why, whylen, "cannot reach coord on %s:%u: %s", s->o.coord_host, s->o.coord_port,
@@ -662,7 +668,17 @@ fail:
   return rc;
 }
 
-uint16_t rv_svc_admin_port(const rv_svc *s) { return rv_admin_port(s->admin); }
+uint16_t rv_svc_admin_port(const rv_svc *s) { return s->admin ? rv_admin_port(s->admin) : 0; }
+
+uint64_t rv_svc_recursive_reads(const rv_svc *s) { return rv_registry_recursive_count(s->reg); }
+
+uint64_t rv_svc_rebuilds(const rv_svc *s) {
+  rv_config_cache *cache = __atomic_load_n(&s->cache, __ATOMIC_ACQUIRE);
+  rv_config_cache_stats ks = {0};
+  if (cache)
+    rv_config_cache_stats_get(cache, &ks);
+  return ks.rebuilds;
+}
 
 void rv_svc_tick(rv_svc *s) {
   int64_t now = rv_now_ns();
@@ -679,7 +695,10 @@ void rv_svc_tick(rv_svc *s) {
     return;
   double rate = (count - s->rate_count) * (double)RV_NS_PER_S / (double)dt;
   rv_gauge_set(s->rate, rate);
-  history_take(s, rate);
+  /* The history is read only through the admin endpoint and the snapshots; without
+   * either nobody can (the simulator), and a sample snapshots the whole registry. */
+  if (s->admin || s->o.snapshot_dir)
+    history_take(s, rate);
   s->rate_at_ns = now;
   s->rate_count = count;
 }

@@ -122,6 +122,13 @@ typedef struct rv_svc_opts {
   const char *snapshot_dir;       /* periodic snapshots (below); NULL: off */
   int64_t snapshot_every_ms;      /* 0: RV_SVC_SNAPSHOT_EVERY_MS */
   int snapshot_keep;              /* 0: RV_SVC_SNAPSHOT_KEEP */
+  /* No admin HTTP endpoint (no /metrics, /debug/..., history route): the
+   * simulator runs replicas this way, as libmicrohttpd's threads cannot run
+   * there (docs/sim.md); rv_svc_admin_port then returns 0. */
+  bool no_admin;
+  /* Where the replica logs; NULL: its own log, INFO and above on stderr.
+   * Not freed by rv_svc_stop (the caller owns it). */
+  struct rv_log *log;
 } rv_svc_opts;
 
 typedef struct rv_svc rv_svc;
@@ -134,6 +141,10 @@ typedef struct rv_svc rv_svc;
 int rv_svc_start(rv_svc **out, const rv_svc_opts *o, int64_t connect_timeout_ms, char *why,
                  size_t whylen);
 uint16_t rv_svc_admin_port(const rv_svc *s);
+/* How many recursive read locks this replica's registry has reported (the detect fix). */
+uint64_t rv_svc_recursive_reads(const rv_svc *s);
+/* Upstream clients the config watcher rebuilt after the first build. */
+uint64_t rv_svc_rebuilds(const rv_svc *s);
 /* Call every 100 ms or so from one thread: updates ravel_svc_messages_per_second
  * and, about once a second, appends a sample to the history (see above). */
 void rv_svc_tick(rv_svc *s);
