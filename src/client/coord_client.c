@@ -73,6 +73,7 @@ struct rv_dlock {
   char *name;
   uint64_t token;
   char *desc; /* on the pending list with token 0: a grant we may hold unknowingly (orphan) */
+  int64_t not_before_ns; /* on the pending list: not retried before this time */
 };
 
 static void release_pending(rv_session *s, cc_conn *conn, rv_ctx *op);
@@ -466,28 +467,30 @@ static int release_token(rv_session *s, const char *name, uint64_t token) {
 /* From the keepalive thread, after a keepalive got through on conn: send the releases coord
  * never answered; keep those that fail again for the next round. */
 static void release_pending(rv_session *s, cc_conn *conn, rv_ctx *op) {
-  for (;;) {
-    rv_rawmu_lock(&s->held_mu);
-    struct rv_dlock *h = s->pending;
-    if (h) {
-      s->pending = h->next;
-      s->npending--;
+  rv_rawmu_lock(&s->held_mu);
+  struct rv_dlock *list = s->pending;
+  s->pending = NULL;
+  s->npending = 0;
+  rv_rawmu_unlock(&s->held_mu);
+  bool reachable = true;
+  int64_t now = rv_now_ns();
+  while (list) {
+    struct rv_dlock *h = list;
+    list = h->next;
+    bool answered = false;
+    if (reachable && h->not_before_ns <= now) {
+      if (h->desc)
+        orphan_check(s, conn, op, h->name, h->desc, &answered);
+      else
+        release_on(s, conn, op, h->name, h->token, &answered);
+      reachable = answered; /* unanswered: coord is gone again, keep the rest for later */
     }
-    rv_rawmu_unlock(&s->held_mu);
-    if (!h)
-      return;
-    bool answered;
-    if (h->desc)
-      orphan_check(s, conn, op, h->name, h->desc, &answered);
-    else
-      release_on(s, conn, op, h->name, h->token, &answered);
-    if (!answered) {
-      if (!pending_add(s, h))
-        dlock_free(h);
-      return;
+    if (answered) {
+      CC_STAT_INC(s->c, releases_retried);
+      dlock_free(h);
+    } else if (!pending_add(s, h)) {
+      dlock_free(h);
     }
-    CC_STAT_INC(s->c, releases_retried);
-    dlock_free(h);
   }
 }
 
@@ -523,13 +526,15 @@ static void dlock_free(struct rv_dlock *h) {
 }
 
 /* Keep a release (token) or an orphan check (desc) to retry; dropped if the list is full. */
-static void pending_keep(rv_session *s, const char *name, uint64_t token, const char *desc) {
+static void pending_keep(rv_session *s, const char *name, uint64_t token, const char *desc,
+                         int64_t delay_ns) {
   struct rv_dlock *h = calloc(1, sizeof *h);
   if (h) {
     h->s = s;
     h->name = strdup(name);
     h->token = token;
     h->desc = desc ? strdup(desc) : NULL;
+    h->not_before_ns = rv_now_ns() + delay_ns;
   }
   if (!h || !h->name || (desc && !h->desc) || !pending_add(s, h))
     dlock_free(h);
@@ -558,22 +563,28 @@ static void orphan_check(rv_session *s, cc_conn *conn, rv_ctx *op, const char *n
         !session_holds(s, name, token)) {
       release_on(s, conn, op, name, token, &released);
       if (!released)
-        pending_keep(s, name, token, NULL);
+        pending_keep(s, name, token, NULL, 0);
     }
   }
   freeReplyObject(rep);
 }
 
-/* After a withdrawn or failed wait: release a grant of ours that raced with it, now or,
- * when coord cannot be reached, from the keepalive thread once it can. */
+/*
+ * After a withdrawn or failed wait: release a grant of ours that raced with it, now and
+ * once more from the keepalive thread after RV_COORD_ORPHAN_RECHECK_NS.  The second look
+ * is needed because closing the waiting connection and asking LOCK.INFO on another one are
+ * not ordered at coord: it may answer LOCK.INFO, then grant the lock to the wait, and only
+ * then see the close (found by `ravel sim all-fixes-faults`: locks held for minutes by a
+ * live session for handlers long gone).
+ */
 static void release_orphan(rv_session *s, const char *name, const char *desc) {
   rv_ctx *op = rv_ctx_with_timeout(NULL, RV_COORD_OP_TIMEOUT_NS);
   bool answered = false;
   if (op)
     orphan_check(s, NULL, op, name, desc, &answered);
   rv_ctx_free(op);
-  if (!answered && !rv_session_lost(s))
-    pending_keep(s, name, 0, desc);
+  if (!rv_session_lost(s))
+    pending_keep(s, name, 0, desc, answered ? RV_COORD_ORPHAN_RECHECK_NS : 0);
 }
 
 static bool is_ctx_err(int rc) { return rc == RV_ECANCELED || rc == RV_EDEADLINE; }

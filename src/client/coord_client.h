@@ -43,8 +43,11 @@ extern "C" {
 #define RV_COORD_LOCK_CONNS_DEFAULT 64
 /* Bound on short operations that take no context (release, close, keepalive). */
 #define RV_COORD_OP_TIMEOUT_NS (5 * RV_NS_PER_S)
-/* Unanswered releases a session keeps retrying (rv_dlock_release). */
+/* Unanswered releases and orphan checks a session keeps retrying (rv_dlock_release). */
 #define RV_COORD_PENDING_RELEASES_MAX 256
+/* A withdrawn or failed lock wait is checked for a racing grant at once and again this
+ * much later, from the session's keepalive thread. */
+#define RV_COORD_ORPHAN_RECHECK_NS (2 * RV_NS_PER_S)
 /* Longest lock description the server accepts (bytes, without the NUL). */
 #define RV_DLOCK_DESC_MAX 256
 /* Watch long-poll length (the server's TIMEOUT); the poll is repeated. */

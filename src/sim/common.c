@@ -1,6 +1,7 @@
 /* Shared by the simulator's scenarios: see common.h. */
 #include "sim/common.h"
 
+#include "client/queue_client.h"
 #include "diag/grab.h"
 #include "diag/unravel.h"
 #include "obs/dump.h"
@@ -339,4 +340,17 @@ char *sim_diagnose(rv_sim_proc *const *procs, size_t nprocs, const rv_sim_proc *
   }
   rv_grab_rmtree(dir);
   return text;
+}
+
+rv_producer *sim_producer_open(const char *host, uint16_t port, int64_t retry_ns) {
+  rv_producer_opts po = {.host = host, .port = port};
+  rv_producer *p = NULL;
+  for (;;) {
+    rv_ctx *ctx = rv_ctx_with_timeout(NULL, 3 * RV_NS_PER_S);
+    int rc = rv_producer_open(&p, ctx, &po);
+    rv_ctx_free(ctx);
+    if (rc == RV_OK)
+      return p;
+    rv_sleep(NULL, retry_ns);
+  }
 }

@@ -53,6 +53,24 @@ void sim_stage_close(rv_sim_world *w, const char *dir);
 int sim_run(rv_sim_world *w, int64_t until, int64_t *wall_ns, int64_t *virtual_ns, uint64_t *hash,
             uint64_t *events);
 
+/* A producer of the real libravel connected to host:port, retrying every retry_ns until the
+ * queue answers (it may not listen yet, or be down); each attempt is bounded by 3 s. */
+struct rv_producer *sim_producer_open(const char *host, uint16_t port, int64_t retry_ns);
+
+/* A scenario option left 0 (or negative) takes its default; above max (if max > 0), max. */
+static inline void sim_opt_int(int *v, int def, int max) {
+  if (*v <= 0)
+    *v = def;
+  if (max > 0 && *v > max)
+    *v = max;
+}
+static inline void sim_opt_i64(int64_t *v, int64_t def, int64_t max) {
+  if (*v <= 0)
+    *v = def;
+  if (max > 0 && *v > max)
+    *v = max;
+}
+
 /* Record a violation (only the first one counts); the world keeps running. */
 void sim_violation(sim_verdict *v, const char *fmt, va_list ap);
 /* At the end: copy the trace of the first violation (or, for a violation found

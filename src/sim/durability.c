@@ -417,18 +417,8 @@ static void proc_done(dur_sc *sc) {
 static void producer_main(void *arg) {
   client_proc *cp = arg;
   dur_sc *sc = cp->sc;
-  rv_producer_opts po = {.host = rv_sim_proc_addr(sc->queue_proc), .port = QUEUE_PORT};
-  rv_producer *p = NULL;
   rv_sleep(NULL, 300 * RV_NS_PER_MS); /* let the consumers subscribe first */
-  while (!p) {
-    rv_ctx *ctx = rv_ctx_with_timeout(NULL, 3 * RV_NS_PER_S);
-    int rc = rv_producer_open(&p, ctx, &po);
-    rv_ctx_free(ctx);
-    if (rc != RV_OK) {
-      p = NULL;
-      rv_sleep(NULL, RETRY_NS);
-    }
-  }
+  rv_producer *p = sim_producer_open(rv_sim_proc_addr(sc->queue_proc), QUEUE_PORT, RETRY_NS);
   /* Spread the messages over the first 70% of the window. */
   int64_t gap = (sc->end_ns * 7 / 10) / sc->o.messages;
   for (int i = 0; i < sc->o.messages; i++) {
@@ -588,20 +578,10 @@ int rv_sim_durability_run(const rv_sim_durability_opts *opts, rv_sim_durability_
   if (!sc)
     return RV_ENOMEM;
   sc->o = *opts;
-  if (sc->o.virtual_ns <= 0)
-    sc->o.virtual_ns = 30 * RV_NS_PER_S;
-  if (sc->o.producers <= 0)
-    sc->o.producers = 3;
-  if (sc->o.producers > RV_SIM_DURABILITY_PRODUCERS_MAX)
-    sc->o.producers = RV_SIM_DURABILITY_PRODUCERS_MAX;
-  if (sc->o.messages <= 0)
-    sc->o.messages = 100;
-  if (sc->o.messages > RV_SIM_DURABILITY_MESSAGES_MAX)
-    sc->o.messages = RV_SIM_DURABILITY_MESSAGES_MAX;
-  if (sc->o.consumers <= 0)
-    sc->o.consumers = 2;
-  if (sc->o.consumers > RV_SIM_DURABILITY_CONSUMERS_MAX)
-    sc->o.consumers = RV_SIM_DURABILITY_CONSUMERS_MAX;
+  sim_opt_i64(&sc->o.virtual_ns, 30 * RV_NS_PER_S, 0);
+  sim_opt_int(&sc->o.producers, 3, RV_SIM_DURABILITY_PRODUCERS_MAX);
+  sim_opt_int(&sc->o.messages, 100, RV_SIM_DURABILITY_MESSAGES_MAX);
+  sim_opt_int(&sc->o.consumers, 2, RV_SIM_DURABILITY_CONSUMERS_MAX);
   sc->r = r;
   sc->end_ns = sc->o.virtual_ns;
   sc->nbodies = sc->o.producers * sc->o.messages;

@@ -377,18 +377,10 @@ int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
   if (!sc)
     return RV_ENOMEM;
   sc->o = *opts;
-  if (sc->o.virtual_ns <= 0)
-    sc->o.virtual_ns = 60 * RV_NS_PER_S;
-  if (sc->o.clients <= 0)
-    sc->o.clients = 4;
-  if (sc->o.clients > RV_SIM_LOCKS_CLIENTS_MAX)
-    sc->o.clients = RV_SIM_LOCKS_CLIENTS_MAX;
-  if (sc->o.threads <= 0)
-    sc->o.threads = 3;
-  if (sc->o.threads > RV_SIM_LOCKS_THREADS_MAX)
-    sc->o.threads = RV_SIM_LOCKS_THREADS_MAX;
-  if (sc->o.min_acquisitions <= 0)
-    sc->o.min_acquisitions = 3;
+  sim_opt_i64(&sc->o.virtual_ns, 60 * RV_NS_PER_S, 0);
+  sim_opt_int(&sc->o.clients, 4, RV_SIM_LOCKS_CLIENTS_MAX);
+  sim_opt_int(&sc->o.threads, 3, RV_SIM_LOCKS_THREADS_MAX);
+  sim_opt_int(&sc->o.min_acquisitions, 3, 0);
   sc->r = r;
   sc->end_ns = sc->o.virtual_ns;
   int rc = sim_stage_open(&sc->w, sc->dir, sizeof sc->dir, sc->o.seed, r->violation,

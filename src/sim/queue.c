@@ -224,18 +224,8 @@ static void proc_done(queue_sc *sc) {
 
 static void producer_main(void *arg) {
   queue_sc *sc = arg;
-  rv_producer_opts po = {.host = rv_sim_proc_addr(sc->queue_proc), .port = QUEUE_PORT};
-  rv_producer *p = NULL;
   rv_sleep(NULL, 300 * RV_NS_PER_MS); /* let the consumers subscribe first */
-  while (!p) {
-    rv_ctx *ctx = rv_ctx_with_timeout(NULL, 3 * RV_NS_PER_S);
-    int rc = rv_producer_open(&p, ctx, &po);
-    rv_ctx_free(ctx);
-    if (rc != RV_OK) {
-      p = NULL;
-      rv_sleep(NULL, RETRY_NS);
-    }
-  }
+  rv_producer *p = sim_producer_open(rv_sim_proc_addr(sc->queue_proc), QUEUE_PORT, RETRY_NS);
   /* Spread the messages over the first 60% of the window. */
   int64_t gap = (sc->end_ns * 6 / 10) / sc->o.messages;
   for (int i = 0; i < sc->o.messages; i++) {
@@ -417,18 +407,10 @@ int rv_sim_queue_run(const rv_sim_queue_opts *opts, rv_sim_queue_result *r) {
   if (!sc)
     return RV_ENOMEM;
   sc->o = *opts;
-  if (sc->o.virtual_ns <= 0)
-    sc->o.virtual_ns = 30 * RV_NS_PER_S;
-  if (sc->o.messages <= 0)
-    sc->o.messages = 200;
-  if (sc->o.messages > RV_SIM_QUEUE_MESSAGES_MAX)
-    sc->o.messages = RV_SIM_QUEUE_MESSAGES_MAX;
-  if (sc->o.consumers <= 0)
-    sc->o.consumers = 3;
-  if (sc->o.consumers > RV_SIM_QUEUE_CONSUMERS_MAX)
-    sc->o.consumers = RV_SIM_QUEUE_CONSUMERS_MAX;
-  if (sc->o.max_in_flight <= 0)
-    sc->o.max_in_flight = 3;
+  sim_opt_i64(&sc->o.virtual_ns, 30 * RV_NS_PER_S, 0);
+  sim_opt_int(&sc->o.messages, 200, RV_SIM_QUEUE_MESSAGES_MAX);
+  sim_opt_int(&sc->o.consumers, 3, RV_SIM_QUEUE_CONSUMERS_MAX);
+  sim_opt_int(&sc->o.max_in_flight, 3, 0);
   sc->r = r;
   r->max_in_flight = sc->o.max_in_flight;
   sc->end_ns = sc->o.virtual_ns;

@@ -187,8 +187,12 @@ static void check_fencing(void *arg) {
 
 static void coord_main(void *arg) {
   service_sc *sc = arg;
+  /* A crash of coord's disk is a power loss: coord then needs what it documents for
+   * machines that lose power (synchronous=FULL); its default keeps acknowledged config
+   * writes across a killed process only. */
   rv_coord_opts o = {.host = rv_sim_proc_addr(sc->coord_proc), .port = COORD_PORT,
-                     .no_admin = true, .data_dir = sc->dir, .log = sc->log};
+                     .no_admin = true, .data_dir = sc->dir, .log = sc->log,
+                     .config_sync_full = sc->o.crashes};
   char why[256];
   if (rv_coord_start(&sc->coord, &o, why, sizeof why) != RV_OK) {
     violation(sc, "coord did not start: %s", why);
@@ -642,32 +646,19 @@ void rv_sim_service_defaults(rv_sim_service_opts *o) {
 static void fill_defaults(rv_sim_service_opts *o) {
   rv_sim_service_opts d;
   rv_sim_service_defaults(&d);
-  if (o->replicas <= 0)
-    o->replicas = d.replicas;
-  if (o->replicas > RV_SIM_SERVICE_REPLICAS_MAX)
-    o->replicas = RV_SIM_SERVICE_REPLICAS_MAX;
-  if (o->msg_timeout_ms <= 0)
-    o->msg_timeout_ms = d.msg_timeout_ms;
-  if (o->max_in_flight <= 0)
-    o->max_in_flight = d.max_in_flight;
-  if (o->rate <= 0)
-    o->rate = d.rate;
-  if (o->resources <= 0)
-    o->resources = d.resources;
-  if (o->items <= 0)
-    o->items = d.items;
-  if (o->items > RV_SVC_ITEMS_MAX)
-    o->items = RV_SVC_ITEMS_MAX;
+  sim_opt_int(&o->replicas, d.replicas, RV_SIM_SERVICE_REPLICAS_MAX);
+  sim_opt_i64(&o->msg_timeout_ms, d.msg_timeout_ms, 0);
+  sim_opt_i64(&o->max_in_flight, d.max_in_flight, 0);
+  sim_opt_i64(&o->rate, d.rate, 0);
+  sim_opt_i64(&o->resources, d.resources, 0);
+  sim_opt_i64(&o->items, d.items, RV_SVC_ITEMS_MAX);
+  sim_opt_i64(&o->config_at_ns, d.config_at_ns, 0);
+  sim_opt_i64(&o->config_every_ns, d.config_every_ns, 0);
+  sim_opt_i64(&o->virtual_ns, d.virtual_ns, 0);
   if (o->upstream_latency_ms < 0)
     o->upstream_latency_ms = 0;
-  if (o->config_at_ns <= 0)
-    o->config_at_ns = d.config_at_ns;
   if (o->config_writes < 0)
     o->config_writes = 0;
-  if (o->config_every_ns <= 0)
-    o->config_every_ns = d.config_every_ns;
-  if (o->virtual_ns <= 0)
-    o->virtual_ns = d.virtual_ns;
 }
 
 int rv_sim_service_run(const rv_sim_service_opts *opts, rv_sim_service_result *r) {

@@ -4,7 +4,7 @@
 # seed, twice with the same trace hash, and ends as its `expect` line says:
 # exit 0 for `pass`, exit 1 (a violation) for `violation`. The incident's
 # violation comes with ravel unravel's diagnosis of the simulated world naming
-# the cycle; the all-fixes scenario passes across a sweep of seeds.
+# the cycle; the all-fixes scenarios pass across a sweep of seeds.
 # Usage: check_sim_scenarios.sh <source dir> <build dir>
 set -uo pipefail
 src=${1:?usage: check_sim_scenarios.sh <source dir> <build dir>}
@@ -13,13 +13,8 @@ bin="$build/ravel"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # Sanitizer builds run 10-30 times slower: there, sweep fewer seeds.
-sweep=12
+sweep=8
 case "$build" in *asan*|*tsan*) sweep=3 ;; esac
-
-# Scenarios whose open findings are not fixed yet (docs/sim.md, "Open findings"): they
-# must run and be deterministic, but their verdict is not asserted per file; the seeds
-# below, which the fixes already made pass, are.
-open_findings="all-fixes-faults"
 
 listed=$("$bin" sim --list) || fail "ravel sim --list failed"
 n=0
@@ -31,11 +26,6 @@ for f in "$src"/scenarios/*.sim; do
   rc=$?
   grep -q "deterministic: second run gave the same hash" <<<"$out" || {
     echo "$out" | tail -20; fail "$name: not deterministic (or did not run), exit $rc"; }
-  if grep -qw "$name" <<<"$open_findings"; then
-    echo "ok: $name: runs and is deterministic (open findings: verdict not asserted, exit $rc)"
-    n=$((n + 1))
-    continue
-  fi
   case "$expect" in
     pass) [ "$rc" = 0 ] || { echo "$out" | tail -30; fail "$name: expected every property to hold, exit $rc"; } ;;
     violation)
@@ -66,15 +56,13 @@ err=$("$bin" sim "$tmp/bad.sim" 2>&1); rc=$?
   fail "a bad key: exit $rc, '$err'"
 echo "ok: scenario files by path; errors name file and line"
 
-out=$(timeout 300 "$bin" sim all-fixes --seeds "1..$sweep" 2>&1) ||
-  { grep -A3 VIOLATION <<<"$out" | head -30; fail "all-fixes: a seed of 1..$sweep violated a property"; }
-grep -q "summary: $sweep seeds (1..$sweep): $sweep passed, 0 violated" <<<"$out" || fail "all-fixes: no summary"
-echo "ok: all-fixes passes every property for seeds 1..$sweep"
-
-# Seeds 5 and 6 of all-fixes-faults found two bugs, fixed since: coord's data directory
-# was created without syncing its parent, so a crash of coord's disk lost coord.state and
-# fencing tokens started again at 1; and a lock whose grant or release answer was lost
-# with its connection stayed held for the life of the session. Both must pass now.
-out=$(timeout 300 "$bin" sim all-fixes-faults --seeds 5..6 2>&1) ||
-  { grep -A3 VIOLATION <<<"$out" | head -30; fail "all-fixes-faults seeds 5..6 (regressions)"; }
-echo "ok: all-fixes-faults seeds 5..6 (kills, partitions, resets) pass"
+# The sweeps: every fix passes every property, with partitions and under heavy faults.
+# all-fixes-faults found five bugs, fixed since (docs/sim.md, "What the simulator found"):
+# its seeds 3, 5, 6 and 7 each failed on one of them.
+for sc in all-fixes all-fixes-faults; do
+  out=$(timeout 300 "$bin" sim "$sc" --seeds "1..$sweep" --check-determinism 2>&1) ||
+    { grep -A3 VIOLATION <<<"$out" | head -30; fail "$sc: a seed of 1..$sweep violated a property"; }
+  grep -q "summary: $sweep seeds (1..$sweep): $sweep passed, 0 violated" <<<"$out" || fail "$sc: no summary"
+  [ "$(grep -c "deterministic: second run gave the same hash" <<<"$out")" = "$sweep" ] || fail "$sc: not deterministic"
+  echo "ok: $sc passes every property for seeds 1..$sweep, each run twice with the same hash"
+done

@@ -391,6 +391,19 @@ static void locker_main(void *arg) {
   }
 }
 
+/* The client counted at least n waits: an acquire found its predecessor and waits. */
+typedef struct waits_at {
+  rv_coord_client *c;
+  uint64_t n;
+} waits_at;
+
+static bool have_waits(void *arg) {
+  waits_at *w = arg;
+  rv_coord_stats st;
+  rv_coord_client_stats(w->c, &st);
+  return st.waits >= w->n;
+}
+
 static void test_fifo_between_threads(void **state) {
   NEED_ETCD();
   rv_coord_client *c = open_client();
@@ -408,6 +421,10 @@ static void test_fifo_between_threads(void **state) {
     assert_int_equal(rv_thread_start(&t[i], i ? "handler-2" : "handler-1", "test", locker_main, &l[i]), RV_OK);
     keys_at ka = {"fifo-42", i + 2};
     assert_true(rvt_await(have_keys, &ka)); /* queued in this order */
+    /* and waiting: its key alone does not mean it has looked for its predecessor yet (a
+     * release before that would let it through without a wait; seen under TSan in CI) */
+    waits_at wa = {c, (uint64_t)i + 1};
+    assert_true(rvt_await(have_waits, &wa));
   }
   assert_int_equal(rv_dlock_release(h), RV_OK);
   for (int i = 0; i < 2; i++)

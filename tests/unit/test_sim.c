@@ -6,36 +6,13 @@
  * they saw with CHECK, and the test asserts after rv_sim_run returns.
  * Every time asserted on is virtual time; wall time is never asserted.
  */
-#include "support.h"
+#include "sim_support.h"
 
 #include "rt/sim.h"
 #include "sim/scenario.h"
 
 #include <stdio.h>
 #include <string.h>
-
-static char failure[256];
-#define CHECK(cond)                                                                         \
-  do {                                                                                      \
-    if (!(cond) && !failure[0])                                                             \
-      snprintf(failure, sizeof failure, "%s:%d: %s", __FILE__, __LINE__, #cond);           \
-  } while (0)
-
-static rv_sim_world *world_new(uint64_t seed) {
-  failure[0] = 0;
-  rv_sim_world *w;
-  rv_sim_opts o = {.seed = seed};
-  assert_int_equal(rv_sim_world_new(&w, &o), RV_OK);
-  return w;
-}
-
-static void run_to_end(rv_sim_world *w, int64_t until) {
-  int rc = rv_sim_run(w, until);
-  if (failure[0])
-    fail_msg("%s", failure);
-  assert_int_equal(rc, RV_OK);
-  assert_int_equal(rv_sim_threads_alive(w), 0);
-}
 
 /* ---- mutex and condition variable: producer / consumer ---------------------------------- */
 

@@ -7,39 +7,16 @@
  * test asserts after rv_sim_run returns; every time asserted on is virtual.
  */
 // ctest-timeout: 300
-#include "support.h"
+#include "sim_support.h"
 
+#include "client/coord_client.h"
 #include "rt/sim.h"
+#include "server/coord.h"
 #include "sim/scenario.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char failure[256];
-#define CHECK(cond)                                                                         \
-  do {                                                                                      \
-    if (!(cond) && !failure[0])                                                             \
-      snprintf(failure, sizeof failure, "%s:%d: %s", __FILE__, __LINE__, #cond);           \
-  } while (0)
-
-static rv_sim_world *world_new(uint64_t seed, const rv_sim_faults *f) {
-  failure[0] = 0;
-  rv_sim_world *w;
-  rv_sim_opts o = {.seed = seed};
-  if (f)
-    o.faults = *f;
-  assert_int_equal(rv_sim_world_new(&w, &o), RV_OK);
-  return w;
-}
-
-static void run_to_end(rv_sim_world *w, int64_t until) {
-  int rc = rv_sim_run(w, until);
-  if (failure[0])
-    fail_msg("%s", failure);
-  assert_int_equal(rc, RV_OK);
-  assert_int_equal(rv_sim_threads_alive(w), 0);
-}
 
 /* ---- kill -9 and restart ------------------------------------------------------------------------ */
 
@@ -147,7 +124,7 @@ static void crash_client(void *arg) {
 }
 
 static uint64_t crash_run(uint64_t seed, crash_t *s) {
-  rv_sim_world *w = world_new(seed, NULL);
+  rv_sim_world *w = world_new(seed);
   *s = (crash_t){.w = w};
   s->srv = rv_sim_proc_new(w, "srv");
   s->cli = rv_sim_proc_new(w, "cli");
@@ -233,7 +210,7 @@ static void loss_client(void *arg) {
 
 static int64_t loss_run(uint64_t seed, double loss, uint64_t *hash) {
   rv_sim_faults f = {.loss = loss};
-  rv_sim_world *w = world_new(seed, &f);
+  rv_sim_world *w = world_new_faults(seed, &f);
   loss_t s = {0};
   s.srv = rv_sim_proc_new(w, "srv");
   s.cli = rv_sim_proc_new(w, "cli");
@@ -302,7 +279,7 @@ static void reset_client(void *arg) {
 
 static reset_t reset_run(uint64_t seed, double resets_per_s, int64_t reset_at) {
   rv_sim_faults f = {.resets_per_s = resets_per_s};
-  rv_sim_world *w = world_new(seed, &f);
+  rv_sim_world *w = world_new_faults(seed, &f);
   reset_t s = {.w = w};
   s.srv = rv_sim_proc_new(w, "srv");
   s.cli = rv_sim_proc_new(w, "cli");
@@ -334,6 +311,116 @@ static void test_reset_fails_both_sides(void **state) {
 static void run_durability(uint64_t seed, bool broken, rv_sim_durability_result *r) {
   rv_sim_durability_opts o = {.seed = seed, .ack_before_sync = broken};
   assert_int_equal(rv_sim_durability_run(&o, r), RV_OK);
+}
+
+/* ---- a lock release coord never answered is sent again (libravel) ------------------------------ */
+
+/*
+ * Client A holds lock L; its connections to coord are reset and cut just before it
+ * releases L, so the release gets no answer; the cut heals 6 s later, within A's session
+ * TTL.  Client B then asks for L with a 12 s deadline while A's session is still alive: it
+ * gets it only if A's session sent the release again after its keepalive got through.
+ * Without that, L stays held for as long as A's session lives (found by all-fixes-faults).
+ */
+typedef struct lost_release_t {
+  rv_sim_world *w;
+  rv_sim_proc *coord_proc, *a, *b;
+  rv_coord *coord;
+  int done;
+  int release_rc, b_rc;
+  uint64_t retried;
+} lost_release_t;
+
+#define LR_PORT 7400
+
+static void lr_coord(void *arg) {
+  lost_release_t *s = arg;
+  rv_coord_opts o = {.host = rv_sim_proc_addr(s->coord_proc), .port = LR_PORT, .no_admin = true,
+                     .data_dir = "/var/lib/ravel/coord"};
+  char why[256];
+  CHECK(rv_coord_start(&s->coord, &o, why, sizeof why) == RV_OK);
+  if (!s->coord)
+    return;
+  rv_coord_run(s->coord);
+  rv_coord_free(s->coord);
+}
+
+static void lr_finish(lost_release_t *s) {
+  if (++s->done == 2)
+    rv_coord_stop(s->coord);
+}
+
+static rv_coord_client *lr_open(lost_release_t *s, const char *service, rv_session **sess) {
+  rv_coord_client *c = NULL;
+  rv_coord_client_opts co = {.host = rv_sim_proc_addr(s->coord_proc), .port = LR_PORT,
+                             .service = service};
+  CHECK(rv_coord_client_open(&c, NULL, &co) == RV_OK);
+  CHECK(c && rv_session_open_cb(NULL, c, 10000, NULL, NULL, sess) == RV_OK);
+  return c;
+}
+
+static void lr_cut(void *arg) {
+  lost_release_t *s = arg;
+  rv_sim_partition(s->w, s->a, s->coord_proc, true);
+  rv_sim_reset_conns(s->w, s->a, s->coord_proc);
+}
+
+static void lr_heal(void *arg) {
+  lost_release_t *s = arg;
+  rv_sim_partition(s->w, s->a, s->coord_proc, false);
+}
+
+static void lr_client_a(void *arg) {
+  lost_release_t *s = arg;
+  rv_sleep(NULL, 500 * RV_NS_PER_MS); /* coord listens */
+  rv_session *sess = NULL;
+  rv_coord_client *c = lr_open(s, "a", &sess);
+  rv_dlock *l = NULL;
+  CHECK(sess && rv_dlock_acquire(NULL, sess, "L", NULL, &l) == RV_OK);
+  rv_sim_at(s->w, 2 * RV_NS_PER_S, lr_cut, s);
+  rv_sim_at(s->w, 8 * RV_NS_PER_S, lr_heal, s);
+  rv_sleep(NULL, 2 * RV_NS_PER_S + 100 * RV_NS_PER_MS - rv_now_ns());
+  s->release_rc = l ? rv_dlock_release(l) : RV_OK;
+  rv_sleep(NULL, 30 * RV_NS_PER_S - rv_now_ns()); /* the session stays alive meanwhile */
+  CHECK(!rv_session_lost(sess));
+  rv_coord_stats st;
+  rv_coord_client_stats(c, &st);
+  s->retried = st.releases_retried;
+  rv_session_close(sess);
+  rv_coord_client_close(c);
+  lr_finish(s);
+}
+
+static void lr_client_b(void *arg) {
+  lost_release_t *s = arg;
+  rv_sleep(NULL, 9 * RV_NS_PER_S);
+  rv_session *sess = NULL;
+  rv_coord_client *c = lr_open(s, "b", &sess);
+  rv_ctx *ctx = rv_ctx_with_timeout(NULL, 12 * RV_NS_PER_S);
+  rv_dlock *l = NULL;
+  s->b_rc = sess ? rv_dlock_acquire(ctx, sess, "L", NULL, &l) : RV_EINVAL;
+  rv_ctx_free(ctx);
+  if (l)
+    rv_dlock_release(l);
+  rv_session_close(sess);
+  rv_coord_client_close(c);
+  lr_finish(s);
+}
+
+static void test_lost_release_is_sent_again(void **state) {
+  lost_release_t s = {.release_rc = RV_OK, .b_rc = RV_OK};
+  s.w = world_new(5);
+  s.coord_proc = rv_sim_proc_new(s.w, "coord");
+  s.a = rv_sim_proc_new(s.w, "client-a");
+  s.b = rv_sim_proc_new(s.w, "client-b");
+  rv_sim_spawn(s.coord_proc, "coord-loop", "server", lr_coord, &s);
+  rv_sim_spawn(s.a, "main", "main", lr_client_a, &s);
+  rv_sim_spawn(s.b, "main", "main", lr_client_b, &s);
+  run_to_end(s.w, 120 * RV_NS_PER_S);
+  rv_sim_world_free(s.w);
+  assert_int_not_equal(s.release_rc, RV_OK); /* the first try got no answer */
+  assert_int_equal(s.b_rc, RV_OK);           /* yet L was released while A's session lived */
+  assert_true(s.retried >= 1);
 }
 
 static void test_durability_fixed_seed(void **state) {
@@ -376,6 +463,7 @@ int main(void) {
       cmocka_unit_test(test_crash_and_restart),
       cmocka_unit_test(test_loss_delays_but_keeps_bytes_and_order),
       cmocka_unit_test(test_reset_fails_both_sides),
+      cmocka_unit_test(test_lost_release_is_sent_again),
       cmocka_unit_test(test_durability_fixed_seed),
       cmocka_unit_test(test_durability_seed_sweep),
       cmocka_unit_test(test_ack_before_sync_is_caught),

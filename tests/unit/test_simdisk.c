@@ -12,7 +12,7 @@
  * longjmp): they record with CHECK and the test asserts after the run.
  */
 #define _GNU_SOURCE
-#include "support.h"
+#include "sim_support.h"
 
 #include "rt/fs.h"
 #include "rt/sim.h"
@@ -26,21 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static char failure[256];
-#define CHECK(cond)                                                                         \
-  do {                                                                                      \
-    if (!(cond) && !failure[0])                                                             \
-      snprintf(failure, sizeof failure, "%s:%d: %s", __FILE__, __LINE__, #cond);           \
-  } while (0)
-
-static rv_sim_world *world_new(uint64_t seed) {
-  failure[0] = 0;
-  rv_sim_world *w;
-  rv_sim_opts o = {.seed = seed};
-  assert_int_equal(rv_sim_world_new(&w, &o), RV_OK);
-  return w;
-}
 
 /* Run fn(arg) as the first thread of a process named proc, to the end. */
 static void run_in(rv_sim_world *w, const char *proc, void (*fn)(void *), void *arg) {
