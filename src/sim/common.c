@@ -37,6 +37,11 @@ void sim_violation(sim_verdict *v, const char *fmt, va_list ap) {
   vsnprintf(v->violation, v->violation_cap, fmt, ap);
   rv_sim_note(v->w, "VIOLATION %.60s", v->violation);
   v->trace_at_first = trace_text(v->w);
+  if (v->diagnose && v->diagnosis) {
+    char *text = v->diagnose(v->diagnose_arg);
+    snprintf(v->diagnosis, v->diagnosis_cap, "%s", text ? text : "(no diagnosis)\n");
+    free(text);
+  }
 }
 
 void sim_verdict_finish(sim_verdict *v) {
@@ -353,4 +358,13 @@ rv_producer *sim_producer_open(const char *host, uint16_t port, int64_t retry_ns
       return p;
     rv_sleep(NULL, retry_ns);
   }
+}
+
+char *sim_diagnosis_text(rv_sim_proc *const *procs, size_t nprocs, const rv_sim_proc *coord_proc,
+                         struct rv_coord *coord, struct rv_qsrv *queue) {
+  char why[256];
+  char *text = sim_diagnose(procs, nprocs, coord_proc, coord, queue, why, sizeof why);
+  if (!text && (text = malloc(sizeof why + 32)))
+    snprintf(text, sizeof why + 32, "(no diagnosis: %s)\n", why);
+  return text;
 }

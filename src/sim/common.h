@@ -26,6 +26,12 @@ typedef struct sim_verdict {
   char *trace;        /* the result's trace text */
   size_t trace_cap;
   char *trace_at_first; /* malloc'd: the trace when the first violation happened */
+  /* Optional: the world's diagnosis (sim_diagnose) taken at the first violation, when the
+   * evidence is freshest, into the result's diagnosis text. */
+  char *(*diagnose)(void *arg);
+  void *diagnose_arg;
+  char *diagnosis;
+  size_t diagnosis_cap;
 } sim_verdict;
 
 /* The verdict kept in a result struct with fields ok, violation, violation_at, trace. */
@@ -36,7 +42,9 @@ typedef struct sim_verdict {
                  .violation_cap = sizeof (res)->violation,                                         \
                  .violation_at = &(res)->violation_at,                                             \
                  .trace = (res)->trace,                                                            \
-                 .trace_cap = sizeof (res)->trace})
+                 .trace_cap = sizeof (res)->trace,                                                 \
+                 .diagnosis = (res)->diagnosis,                                                    \
+                 .diagnosis_cap = sizeof (res)->diagnosis})
 
 /*
  * A scenario's stage: a real temporary directory for the servers' data (there
@@ -120,5 +128,9 @@ struct rv_qsrv;
 #define SIM_DIAG_PROCS_MAX RV_SIM_PROCS_MAX
 char *sim_diagnose(rv_sim_proc *const *procs, size_t nprocs, const rv_sim_proc *coord_proc,
                    struct rv_coord *coord, struct rv_qsrv *queue, char *why, size_t whylen);
+/* The same, for a verdict's diagnose hook: on failure, a text that says why (NULL only when
+ * out of memory). */
+char *sim_diagnosis_text(rv_sim_proc *const *procs, size_t nprocs, const rv_sim_proc *coord_proc,
+                         struct rv_coord *coord, struct rv_qsrv *queue);
 
 #endif

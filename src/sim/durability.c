@@ -116,6 +116,14 @@ static void violation(dur_sc *sc, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* The diagnosis at the first violation: producers and consumers, with the queue's per-client
+ * stats while it is up (sim_verdict's hook). */
+static char *diagnose(void *arg) {
+  dur_sc *sc = arg;
+  return sim_diagnosis_text(sc->clients, (size_t)sc->nclients, NULL, NULL,
+                            sc->qsrv_up ? sc->qsrv : NULL);
+}
+
 static uint64_t draw(dur_sc *sc, uint64_t n) { return rv_rng_below(rv_sim_rng(sc->w), n); }
 
 static bool seqs_grow(dur_sc *sc, uint64_t n) {
@@ -602,6 +610,8 @@ int rv_sim_durability_run(const rv_sim_durability_opts *opts, rv_sim_durability_
     return rc;
   }
   sc->verdict = SIM_VERDICT_OF(sc->w, r);
+  sc->verdict.diagnose = diagnose;
+  sc->verdict.diagnose_arg = sc;
   /* Swarm style: the seed also picks the fault mix. */
   sc->disk.lose_unsynced = 0.6 + (double)draw(sc, 41) / 100;
   sc->disk.torn_tail = (1 - sc->disk.lose_unsynced) / 2;

@@ -88,6 +88,17 @@ static void violation(locks_sc *sc, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* The diagnosis at the first violation: coord and every client process (sim_verdict's hook). */
+static char *diagnose(void *arg) {
+  locks_sc *sc = arg;
+  rv_sim_proc *procs[RV_SIM_LOCKS_CLIENTS_MAX + 1];
+  size_t n = 0;
+  procs[n++] = sc->coord_proc;
+  for (int i = 0; i < sc->o.clients; i++)
+    procs[n++] = sc->clients[i].proc;
+  return sim_diagnosis_text(procs, n, sc->coord_proc, sc->coord_up ? sc->coord : NULL, NULL);
+}
+
 static int lock_index(const char *name) {
   for (int i = 0; i < NLOCKS; i++)
     if (strcmp(lock_names[i], name) == 0)
@@ -391,6 +402,8 @@ int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
     return rc;
   }
   sc->verdict = SIM_VERDICT_OF(sc->w, r);
+  sc->verdict.diagnose = diagnose;
+  sc->verdict.diagnose_arg = sc;
   sc->coord_proc = rv_sim_proc_new(sc->w, "coord");
   sc->res_proc = rv_sim_proc_new(sc->w, "resource");
   sc->res_stop = rv_ctx_new(NULL);

@@ -85,6 +85,18 @@ static void violation(queue_sc *sc, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* The diagnosis at the first violation: the producer and the consumers, with the queue's
+ * per-client stats (sim_verdict's hook). */
+static char *diagnose(void *arg) {
+  queue_sc *sc = arg;
+  rv_sim_proc *procs[RV_SIM_QUEUE_CONSUMERS_MAX + 1];
+  size_t n = 0;
+  procs[n++] = sc->prod_proc;
+  for (int i = 0; i < sc->o.consumers; i++)
+    procs[n++] = sc->cons[i].proc;
+  return sim_diagnosis_text(procs, n, NULL, NULL, sc->qsrv_up ? sc->qsrv : NULL);
+}
+
 static uint64_t draw(queue_sc *sc, uint64_t n) { return rv_rng_below(rv_sim_rng(sc->w), n); }
 
 /* ---- property: the server's view (after every step) ---------------------------------------- */
@@ -428,6 +440,8 @@ int rv_sim_queue_run(const rv_sim_queue_opts *opts, rv_sim_queue_result *r) {
     return rc;
   }
   sc->verdict = SIM_VERDICT_OF(sc->w, r);
+  sc->verdict.diagnose = diagnose;
+  sc->verdict.diagnose_arg = sc;
   sc->queue_proc = rv_sim_proc_new(sc->w, "queue");
   sc->prod_proc = rv_sim_proc_new(sc->w, "producer");
   sc->procs_left = 1 + sc->o.consumers;

@@ -14,6 +14,9 @@
 extern "C" {
 #endif
 
+/* Bytes of ravel unravel's diagnosis a result keeps (the text is cut there). */
+#define RV_SIM_DIAGNOSIS_MAX 16384
+
 #define RV_SIM_LOCKS_CLIENTS_MAX 16
 #define RV_SIM_LOCKS_THREADS_MAX 8
 /* After the workload ends every client thread must finish within this much virtual time. */
@@ -55,6 +58,7 @@ typedef struct rv_sim_locks_result {
   uint64_t acquisitions, acquire_failures, session_losses, partitions;
   uint64_t writes_ok, writes_rejected;
   char trace[4096];      /* on a violation: the last 20 trace events before it */
+  char diagnosis[RV_SIM_DIAGNOSIS_MAX]; /* unravel's text at the first violation, or "" */
 } rv_sim_locks_result;
 
 /*
@@ -127,6 +131,7 @@ typedef struct rv_sim_queue_result {
   int max_handlers;          /* most handler threads alive in one consumer */
   int max_in_flight;
   char trace[4096];
+  char diagnosis[RV_SIM_DIAGNOSIS_MAX]; /* unravel's text at the first violation, or "" */
 } rv_sim_queue_result;
 
 int rv_sim_queue_run(const rv_sim_queue_opts *o, rv_sim_queue_result *r);
@@ -200,6 +205,7 @@ typedef struct rv_sim_durability_result {
   uint64_t resets;             /* connections reset by the nemesis */
   uint64_t server_messages;    /* messages on the channel in the last incarnation */
   char trace[4096];
+  char diagnosis[RV_SIM_DIAGNOSIS_MAX]; /* unravel's text at the first violation, or "" */
 } rv_sim_durability_result;
 
 /* Run one seed; as rv_sim_locks_run. */
@@ -234,8 +240,6 @@ int rv_sim_durability_run(const rv_sim_durability_opts *o, rv_sim_durability_res
 #define RV_SIM_SERVICE_LIVENESS_TIMEOUTS 4
 #define RV_SIM_SERVICE_LIVENESS_EXTRA_NS (30 * RV_NS_PER_S)
 #define RV_SIM_SERVICE_WAIT_TIMEOUTS 2
-/* Bytes of unravel's diagnosis kept in the result (longer text is cut). */
-#define RV_SIM_SERVICE_DIAGNOSIS_MAX 16384
 
 /*
  * "service": the incident (../shared/INCIDENT.md) in virtual time.  One coord
@@ -312,7 +316,7 @@ typedef struct rv_sim_service_result {
   int64_t first_cycle_at;      /* virtual time a replica's wait-for cycle was first seen (-1: never) */
   int deadlocked_replicas;     /* replicas with a cycle when the run ended */
   char trace[4096];
-  char diagnosis[RV_SIM_SERVICE_DIAGNOSIS_MAX]; /* unravel's text at the first violation, or "" */
+  char diagnosis[RV_SIM_DIAGNOSIS_MAX]; /* unravel's text at the first violation, or "" */
 } rv_sim_service_result;
 
 /* Fill o with the defaults: every fix, the incident's timings (fields left 0 by a caller

@@ -88,7 +88,6 @@ struct service_sc {
   uint64_t lt_moves;  /* grants + releases + holds lost, as of the last walk */
   sim_verdict verdict;
   sim_nemesis nem_coord, nem_queue;
-  bool diagnosed;
   bool queue_restarted; /* the queue crashed once: its counters start again from its log */
   bool faults_over;     /* the fault window closed: no more kills */
   /* What the crash nemesis kills: coord, the queue, each replica (rv_sim_at's argument). */
@@ -97,24 +96,16 @@ struct service_sc {
 
 static void violation(service_sc *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The diagnosis of the world at the first violation (the moment the evidence is freshest). */
-static void diagnose(service_sc *sc) {
-  if (sc->diagnosed)
-    return;
-  sc->diagnosed = true;
+/* The diagnosis of the world at the first violation (sim_verdict's hook). */
+static char *diagnose(void *arg) {
+  service_sc *sc = arg;
   rv_sim_proc *procs[RV_SIM_SERVICE_REPLICAS_MAX + 4];
   size_t n = 0;
   procs[n++] = sc->coord_proc;
   for (int i = 0; i < sc->o.replicas; i++)
     procs[n++] = sc->reps[i].proc;
-  char why[256];
-  char *text = sim_diagnose(procs, n, sc->coord_proc, sc->coord_up ? sc->coord : NULL,
-                            sc->qsrv_up ? sc->qsrv : NULL, why, sizeof why);
-  if (text)
-    snprintf(sc->r->diagnosis, sizeof sc->r->diagnosis, "%s", text);
-  else
-    snprintf(sc->r->diagnosis, sizeof sc->r->diagnosis, "(no diagnosis: %s)\n", why);
-  free(text);
+  return sim_diagnosis_text(procs, n, sc->coord_proc, sc->coord_up ? sc->coord : NULL,
+                            sc->qsrv_up ? sc->qsrv : NULL);
 }
 
 static void violation(service_sc *sc, const char *fmt, ...) {
@@ -124,7 +115,6 @@ static void violation(service_sc *sc, const char *fmt, ...) {
   va_start(ap, fmt);
   sim_violation(&sc->verdict, fmt, ap);
   va_end(ap);
-  diagnose(sc);
   if (sc->o.stop_at_violation)
     rv_sim_stop(sc->w);
 }
@@ -684,6 +674,8 @@ int rv_sim_service_run(const rv_sim_service_opts *opts, rv_sim_service_result *r
   }
   sc->log = rv_log_new(2, RV_LOG_ERROR, "sim");
   sc->verdict = SIM_VERDICT_OF(sc->w, r);
+  sc->verdict.diagnose = diagnose;
+  sc->verdict.diagnose_arg = sc;
   sc->coord_proc = rv_sim_proc_new(sc->w, "coord");
   sc->queue_proc = rv_sim_proc_new(sc->w, "queue");
   sc->platform_proc = rv_sim_proc_new(sc->w, "platform");

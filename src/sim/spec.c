@@ -454,6 +454,8 @@ static void swarm_pick(rv_sim_spec *s, uint64_t seed, char *mix, size_t cap) {
     (out)->virtual_ns = (r).virtual_ns;                                                            \
     (out)->wall_ns = (r).wall_ns;                                                                  \
     snprintf((out)->trace, sizeof (out)->trace, "%s", (r).trace);                                  \
+    if (!(r).ok && (r).diagnosis[0])                                                               \
+      (out)->diagnosis = strdup((r).diagnosis);                                                    \
   } while (0)
 
 static int run_locks(const rv_sim_spec *s, uint64_t seed, rv_sim_outcome *out) {
@@ -500,8 +502,6 @@ static int run_service(const rv_sim_spec *s, uint64_t seed, rv_sim_outcome *out)
     return RV_ENOMEM;
   int rc = rv_sim_service_run(&o, r);
   COPY_VERDICT(out, *r);
-  if (!r->ok && r->diagnosis[0])
-    out->diagnosis = strdup(r->diagnosis);
   char bugs[128] = "";
   size_t n = 0;
   for (int b = 0; b < RV_SVC_BUG_COUNT; b++)
