@@ -711,7 +711,9 @@ int rv__simfs_rename(const char *from, const char *to) {
   return rc;
 }
 
-int rv__simfs_unlink(const char *path) {
+/* unlink (dir false) or rmdir (dir true, only when empty): the name goes at once; the removal
+ * is durable only when the directory is synced. */
+static int remove_entry(const char *path, bool dir_wanted) {
   sim_volume *v = volume_current();
   if (!v)
     return RV_EINVAL;
@@ -722,13 +724,17 @@ int rv__simfs_unlink(const char *path) {
     return rc;
   if (!node)
     return RV_ENOTFOUND;
-  if (node->is_dir)
+  if (node->is_dir != dir_wanted)
     return RV_EINVAL;
+  if (dir_wanted && node->cur_ents.n > 0)
+    return RV_EBUSY; /* not empty */
   rc = dir_op_add(dir, DOP_UNLINK, leaf, NULL, node);
   if (rc == RV_OK)
     dmap_del(&dir->cur_ents, leaf);
   return rc;
 }
+
+int rv__simfs_unlink(const char *path) { return remove_entry(path, false); }
 
 int rv__simfs_mkdir(const char *path) {
   sim_volume *v = volume_current();
@@ -754,26 +760,7 @@ int rv__simfs_mkdir(const char *path) {
   return rc;
 }
 
-int rv__simfs_rmdir(const char *path) {
-  sim_volume *v = volume_current();
-  if (!v)
-    return RV_EINVAL;
-  sim_node *dir, *node;
-  char leaf[RV_FS_NAME_MAX + 1];
-  int rc = resolve_parent(v, path, &dir, leaf, &node);
-  if (rc != RV_OK)
-    return rc;
-  if (!node)
-    return RV_ENOTFOUND;
-  if (!node->is_dir)
-    return RV_EINVAL;
-  if (node->cur_ents.n > 0)
-    return RV_EBUSY; /* not empty */
-  rc = dir_op_add(dir, DOP_UNLINK, leaf, NULL, node);
-  if (rc == RV_OK)
-    dmap_del(&dir->cur_ents, leaf);
-  return rc;
-}
+int rv__simfs_rmdir(const char *path) { return remove_entry(path, true); }
 
 int rv__simfs_sync_dir(const char *path) {
   sim_volume *v = volume_current();

@@ -29,12 +29,15 @@ static char *trace_text(rv_sim_world *w) {
   return text;
 }
 
-void sim_violation(sim_verdict *v, const char *fmt, va_list ap) {
+void sim_violation(sim_verdict *v, const char *fmt, ...) {
   if (!*v->ok)
     return;
   *v->ok = false;
   *v->violation_at = rv_sim_now(v->w);
+  va_list ap;
+  va_start(ap, fmt);
   vsnprintf(v->violation, v->violation_cap, fmt, ap);
+  va_end(ap);
   rv_sim_note(v->w, "VIOLATION %.60s", v->violation);
   v->trace_at_first = trace_text(v->w);
   if (v->diagnose && v->diagnosis) {
@@ -42,6 +45,8 @@ void sim_violation(sim_verdict *v, const char *fmt, va_list ap) {
     snprintf(v->diagnosis, v->diagnosis_cap, "%s", text ? text : "(no diagnosis)\n");
     free(text);
   }
+  if (v->stop_world)
+    rv_sim_stop(v->w);
 }
 
 void sim_verdict_finish(sim_verdict *v) {
@@ -97,25 +102,18 @@ void sim_nemesis_init(sim_nemesis *n, rv_sim_world *w, rv_sim_proc *server, int6
 
 int sim_stage_open(rv_sim_world **w, char *dir, size_t dircap, uint64_t seed, char *why,
                    size_t whylen) {
-  snprintf(dir, dircap, "/tmp/ravel-sim-XXXXXX");
-  if (!mkdtemp(dir)) {
-    snprintf(why, whylen, "cannot create a temporary directory");
-    return RV_EIO;
-  }
+  snprintf(dir, dircap, "%s", SIM_DATA_DIR);
   rv_sim_opts wo = {.seed = seed, .latency_min_ns = 200 * RV_NS_PER_US,
                     .latency_max_ns = 5 * RV_NS_PER_MS};
   int rc = rv_sim_world_new(w, &wo);
-  if (rc != RV_OK) {
+  if (rc != RV_OK)
     snprintf(why, whylen, "cannot create the world: %s", rv_strerror(rc));
-    rv_grab_rmtree(dir);
-  }
   return rc;
 }
 
-void sim_stage_close(rv_sim_world *w, const char *dir) {
+void sim_stage_close(rv_sim_world *w) {
   /* A world that ended on a violation still holds live threads: their memory is abandoned. */
   rv_sim_world_free(w);
-  rv_grab_rmtree(dir);
 }
 
 int sim_run(rv_sim_world *w, int64_t until, int64_t *wall_ns, int64_t *virtual_ns, uint64_t *hash,

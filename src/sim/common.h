@@ -32,6 +32,7 @@ typedef struct sim_verdict {
   void *diagnose_arg;
   char *diagnosis;
   size_t diagnosis_cap;
+  bool stop_world; /* end the run (rv_sim_stop) at the first violation */
 } sim_verdict;
 
 /* The verdict kept in a result struct with fields ok, violation, violation_at, trace. */
@@ -47,13 +48,15 @@ typedef struct sim_verdict {
                  .diagnosis_cap = sizeof (res)->diagnosis})
 
 /*
- * A scenario's stage: a real temporary directory for the servers' data (there
- * is no simulated disk yet) and a world with the scenarios' network latency
- * (0.2-5 ms).  On failure nothing is left behind and why is filled.
+ * A scenario's stage: a world with the scenarios' network latency (0.2-5 ms),
+ * and in dir the servers' data directory, SIM_DATA_DIR: a path on each
+ * process's own simulated disk volume (nothing is made on the real disk).
+ * On failure why is filled.
  */
+#define SIM_DATA_DIR "/var/lib/ravel/data"
 int sim_stage_open(rv_sim_world **w, char *dir, size_t dircap, uint64_t seed, char *why,
                    size_t whylen);
-void sim_stage_close(rv_sim_world *w, const char *dir);
+void sim_stage_close(rv_sim_world *w);
 
 /* Run the world until `until`; wall and virtual time, trace hash and events go to the result. */
 #define SIM_RUN(world, until, res)                                                                 \
@@ -80,7 +83,9 @@ static inline void sim_opt_i64(int64_t *v, int64_t def, int64_t max) {
 }
 
 /* Record a violation (only the first one counts); the world keeps running. */
-void sim_violation(sim_verdict *v, const char *fmt, va_list ap);
+void sim_violation(sim_verdict *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A scenario's violation(sc, fmt, ...): its verdict lives in sc->verdict. */
+#define SIM_VIOLATION(sc, ...) sim_violation(&(sc)->verdict, __VA_ARGS__)
 /* At the end: copy the trace of the first violation (or, for a violation found
  * only now, the current one) into the result, and free what was kept. */
 void sim_verdict_finish(sim_verdict *v);

@@ -108,13 +108,7 @@ struct dur_sc {
   sim_verdict verdict;
 };
 
-static void violation(dur_sc *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void violation(dur_sc *sc, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  sim_violation(&sc->verdict, fmt, ap);
-  va_end(ap);
-}
+#define violation(sc, ...) SIM_VIOLATION(sc, __VA_ARGS__)
 
 /* The diagnosis at the first violation: producers and consumers, with the queue's per-client
  * stats while it is up (sim_verdict's hook). */
@@ -652,7 +646,7 @@ int rv_sim_durability_run(const rv_sim_durability_opts *opts, rv_sim_durability_
   rc = SIM_RUN(sc->w, sc->end_ns + RV_SIM_DURABILITY_LIVENESS_NS + 30 * RV_NS_PER_S, r);
   final_checks(sc, rc);
   sim_verdict_finish(&sc->verdict);
-  sim_stage_close(sc->w, sc->dir);
+  sim_stage_close(sc->w);
   free(sc->crash_at);
   free(sc->seqs);
   free(sc->bodies);

@@ -80,13 +80,7 @@ struct locks_sc {
   sim_nemesis nemesis;
 };
 
-static void violation(locks_sc *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void violation(locks_sc *sc, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  sim_violation(&sc->verdict, fmt, ap);
-  va_end(ap);
-}
+#define violation(sc, ...) SIM_VIOLATION(sc, __VA_ARGS__)
 
 /* The diagnosis at the first violation: coord and every client process (sim_verdict's hook). */
 static char *diagnose(void *arg) {
@@ -445,7 +439,7 @@ int rv_sim_locks_run(const rv_sim_locks_opts *opts, rv_sim_locks_result *r) {
              rc == RV_EDEADLK ? "every thread blocked for good" : "virtual time ran out");
   }
   sim_verdict_finish(&sc->verdict);
-  sim_stage_close(sc->w, sc->dir);
+  sim_stage_close(sc->w);
   rv_ctx_free(sc->res_stop);
   free(sc);
   return RV_OK;

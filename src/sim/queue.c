@@ -77,13 +77,7 @@ struct queue_sc {
   sim_nemesis nemesis;
 };
 
-static void violation(queue_sc *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void violation(queue_sc *sc, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  sim_violation(&sc->verdict, fmt, ap);
-  va_end(ap);
-}
+#define violation(sc, ...) SIM_VIOLATION(sc, __VA_ARGS__)
 
 /* The diagnosis at the first violation: the producer and the consumers, with the queue's
  * per-client stats (sim_verdict's hook). */
@@ -466,7 +460,7 @@ int rv_sim_queue_run(const rv_sim_queue_opts *opts, rv_sim_queue_result *r) {
   rc = SIM_RUN(sc->w, sc->end_ns + RV_SIM_QUEUE_LIVENESS_NS + 30 * RV_NS_PER_S, r);
   final_checks(sc, rc);
   sim_verdict_finish(&sc->verdict);
-  sim_stage_close(sc->w, sc->dir);
+  sim_stage_close(sc->w);
   free(sc->finished);
   free(sc->msgs);
   free(sc);

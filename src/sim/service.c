@@ -94,7 +94,7 @@ struct service_sc {
   struct crash_target { service_sc *sc; rv_sim_proc *p; } targets[RV_SIM_SERVICE_REPLICAS_MAX + 2];
 };
 
-static void violation(service_sc *sc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define violation(sc, ...) SIM_VIOLATION(sc, __VA_ARGS__)
 
 /* The diagnosis of the world at the first violation (sim_verdict's hook). */
 static char *diagnose(void *arg) {
@@ -108,16 +108,7 @@ static char *diagnose(void *arg) {
                             sc->qsrv_up ? sc->qsrv : NULL);
 }
 
-static void violation(service_sc *sc, const char *fmt, ...) {
-  if (!sc->r->ok)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  sim_violation(&sc->verdict, fmt, ap);
-  va_end(ap);
-  if (sc->o.stop_at_violation)
-    rv_sim_stop(sc->w);
-}
+
 
 static uint64_t draw(service_sc *sc, uint64_t n) { return rv_rng_below(rv_sim_rng(sc->w), n); }
 
@@ -676,6 +667,7 @@ int rv_sim_service_run(const rv_sim_service_opts *opts, rv_sim_service_result *r
   sc->verdict = SIM_VERDICT_OF(sc->w, r);
   sc->verdict.diagnose = diagnose;
   sc->verdict.diagnose_arg = sc;
+  sc->verdict.stop_world = sc->o.stop_at_violation;
   sc->coord_proc = rv_sim_proc_new(sc->w, "coord");
   sc->queue_proc = rv_sim_proc_new(sc->w, "queue");
   sc->platform_proc = rv_sim_proc_new(sc->w, "platform");
@@ -732,7 +724,7 @@ int rv_sim_service_run(const rv_sim_service_opts *opts, rv_sim_service_result *r
       r->deadlocked_replicas += sc->reps[i].cycle_seen_ns != 0;
   }
   sim_verdict_finish(&sc->verdict);
-  sim_stage_close(sc->w, sc->dir);
+  sim_stage_close(sc->w);
   rv_log_free(sc->log);
   free(sc->seen);
   free(sc);

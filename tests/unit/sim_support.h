@@ -42,4 +42,18 @@ static inline void run_to_end(rv_sim_world *w, int64_t until) {
   assert_int_equal(rv_sim_threads_alive(w), 0);
 }
 
+/* In a simulated thread of srv: accept one connection on port and echo it until EOF. */
+static inline void echo_one_connection(rv_sim_proc *srv, uint16_t port) {
+  rv_listener *l;
+  CHECK(rv_tcp_listen(&l, rv_sim_proc_addr(srv), port, 8) == RV_OK);
+  rv_conn *c;
+  CHECK(rv_listener_accept(l, &c, NULL) == RV_OK);
+  char buf[64];
+  ssize_t n;
+  while ((n = rv_conn_read(c, buf, sizeof buf, NULL)) > 0)
+    CHECK(rv_conn_write_all(c, buf, (size_t)n, NULL) == RV_OK);
+  rv_conn_close(c);
+  rv_listener_close(l);
+}
+
 #endif

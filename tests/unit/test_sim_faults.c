@@ -62,16 +62,7 @@ static void doomed_server(void *arg) {
 /* Second incarnation: an echo server for one connection. */
 static void echo_server(void *arg) {
   crash_t *s = arg;
-  rv_listener *l;
-  CHECK(rv_tcp_listen(&l, rv_sim_proc_addr(s->srv), 7000, 8) == RV_OK);
-  rv_conn *c;
-  CHECK(rv_listener_accept(l, &c, NULL) == RV_OK);
-  char buf[64];
-  ssize_t n;
-  while ((n = rv_conn_read(c, buf, sizeof buf, NULL)) > 0)
-    CHECK(rv_conn_write_all(c, buf, (size_t)n, NULL) == RV_OK);
-  rv_conn_close(c);
-  rv_listener_close(l);
+  echo_one_connection(s->srv, 7000);
 }
 
 static void crash_cb(void *arg) {
