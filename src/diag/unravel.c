@@ -291,6 +291,39 @@ static void thread_key(char *buf, size_t n, long long pid, long long tid) {
   snprintf(buf, n, "%lld:%lld", pid, tid);
 }
 
+/* "pid P thread ID NAME: TASK" -> pid, thread id. */
+static bool parse_desc(const char *desc, long long *pid, long long *tid) {
+  return desc && sscanf(desc, "pid %lld thread %lld", pid, tid) == 2;
+}
+
+static bool desc_is(const char *desc, long long pid, long long tid) {
+  long long p, t;
+  return parse_desc(desc, &p, &t) && p == pid && t == tid;
+}
+
+/*
+ * Whether coord's lock table says thread tid of process pid holds the distributed
+ * lock `name` and is not among its waiters.  The thread dump and the lock table are
+ * not read at one instant: a thread dumped while waiting can hold the lock by the time
+ * coord is asked, and drawing both would show it waiting for itself.  Coord's table,
+ * read later, wins.
+ */
+static bool coord_granted(const ur *u, long long pid, long long tid, const char *name) {
+  size_t i;
+  if (pid <= 0 || !ur_smap_get(&u->dlocks, name, &i))
+    return false;
+  const json_t *l = json_array_get(u->locktable, i);
+  if (!ur_jint(l, "held") || !desc_is(ur_jstr(l, "description"), pid, tid))
+    return false;
+  size_t k;
+  const json_t *w;
+  json_array_foreach(json_object_get(l, "waiters"), k, w) {
+    if (desc_is(ur_jstr(w, "description"), pid, tid))
+      return false;
+  }
+  return true;
+}
+
 /* Thread nodes, lock nodes, holder edges, then wait edges, for one process. */
 static void build_process(ur *u, int pi) {
   ur_proc *p = &u->procs[pi];
@@ -346,8 +379,14 @@ static void build_process(ur *u, int pi) {
     const json_t *w = json_object_get(n->th, "wait");
     if (!json_is_object(w))
       continue;
+    if (json_is_true(json_object_get(n->th, "moving")))
+      continue; /* it changed while its process was dumped: not blocked */
     const char *kind = ur_jstr(w, "kind");
     const char *dl = ur_dlock_name(w);
+    if (dl && coord_granted(u, p->pid, n->tid, dl)) {
+      u->granted_since_dump++;
+      continue;
+    }
     if (dl) {
       char *id = ur_fmt("dlock/%s", dl);
       char *label = ur_fmt("dlock %s", dl);
@@ -383,8 +422,11 @@ static void build_process(ur *u, int pi) {
       continue;
     size_t l = lock_node(u, pi, ur_jint(w, "obj_id"), ur_jstr(w, "what"));
     bool rd = strcmp(kind, "rwlock.rdlock") == 0;
-    /* A reader is blocked by a write holder (through the lock) and by queued writers. */
-    if (!rd || u->nodes[l].write_held || u->nodes[l].nwriters == 0)
+    /* A reader is blocked by a write holder (through the lock) and by queued writers,
+     * never by other readers: with neither in the dump, the writer that queued has not
+     * published its wait yet, and the reader's wait has no edge to draw (an edge to the
+     * lock would lead to the read holders, the reader itself among them). */
+    if (!rd || u->nodes[l].write_held)
       edge_add(u, v, l, UR_E_WAITS, NULL,
                ur_fmt("waits to %s at %s", verb_of(kind), ur_jstr(w, "site")));
     if (rd) {
@@ -397,11 +439,6 @@ static void build_process(ur *u, int pi) {
       }
     }
   }
-}
-
-/* "pid P thread ID NAME: TASK" -> pid, thread id. */
-static bool parse_desc(const char *desc, long long *pid, long long *tid) {
-  return desc && sscanf(desc, "pid %lld thread %lld", pid, tid) == 2;
 }
 
 static int proc_by_pid(const ur *u, long long pid) {
@@ -754,6 +791,7 @@ void ur_free(ur *u) {
   free(u->radj);
   smap_free(&u->ids);
   smap_free(&u->tids);
+  smap_free(&u->dlocks);
   smap_free(&u->pids);
   json_decref(u->manifest);
   json_decref(u->locktable);
@@ -791,6 +829,12 @@ json_t *rv_unravel_dir(const char *dir, const rv_unravel_opts *o, char *why, siz
     json_decref(u.locktable);
     u.locktable = json_array();
   }
+  size_t li;
+  const json_t *lj;
+  json_array_foreach(u.locktable, li, lj) {
+    if (json_is_object(lj) && ur_jstr(lj, "lock")[0])
+      ur_smap_put(&u.dlocks, ur_jstr(lj, "lock"), li);
+  }
   load_procs(&u);
   /* The same order every time, whatever the manifest's: by name. */
   if (u.nprocs > 1)
@@ -825,9 +869,10 @@ json_t *rv_unravel_dir(const char *dir, const rv_unravel_opts *o, char *why, siz
   json_t *res = ur_explain(&u);
   json_object_set_new(
       res, "stats",
-      json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "processes", (json_int_t)u.nprocs, "threads",
+      json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "processes", (json_int_t)u.nprocs, "threads",
                 (json_int_t)u.nthreads, "dlocks", (json_int_t)u.ndlocks, "nodes", (json_int_t)u.nn,
-                "edges", (json_int_t)u.ne, "analysis_ms", (json_int_t)(mono_ms() - t0)));
+                "edges", (json_int_t)u.ne, "granted_since_dump", (json_int_t)u.granted_since_dump,
+                "analysis_ms", (json_int_t)(mono_ms() - t0)));
   ur_free(&u);
   return res;
 }

@@ -74,10 +74,12 @@ typedef struct ur {
   ur_edge *edges;
   size_t ne, cape;
   ur_smap ids, tids, pids;
+  ur_smap dlocks; /* coord's lock table: lock name -> index */
   size_t *off, *adj, *roff, *radj; /* CSR of edge indexes, forward and reverse */
   ur_cycle *cycles;
   size_t ncycles, capcycles;
   size_t nthreads, ndlocks;
+  size_t granted_since_dump; /* dlock waits in a dump that coord's table shows granted */
 } ur;
 
 void *ur_xrealloc(void *p, size_t n);

@@ -84,6 +84,8 @@ static void text_thread(FILE *f, const rv_snapshot *s, const rv_thread_snap *t) 
   }
   if (t->held_dropped)
     fprintf(f, "    holds %u more locks not recorded (over %d)\n", t->held_dropped, RV_HELD_MAX);
+  if (t->moving)
+    fprintf(f, "    (took, released or waited for a lock while this dump was taken)\n");
   fputc('\n', f);
 }
 
@@ -276,6 +278,8 @@ static json_t *thread_json(const rv_snapshot *s, const rv_thread_snap *t) {
   } else {
     json_object_set_new(j, "wait", json_null());
   }
+  if (t->moving)
+    json_object_set_new(j, "moving", json_true());
   return j;
 }
 

@@ -194,6 +194,7 @@ void rv__hold_add(rv_thread *t, uint64_t lock_id, const char *lock_name, rv_lock
       t->lo_pending_lock_id = 0;
     }
     __atomic_store_n(&t->nheld, t->nheld + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELEASE);
   } else {
     t->held_dropped++;
   }
@@ -207,6 +208,7 @@ void rv__hold_remove(rv_thread *t, uint64_t lock_id, rv_lock_mode mode) {
     if (t->held[i].lock_id == lock_id && t->held[i].mode == mode) {
       memmove(&t->held[i], &t->held[i + 1], (size_t)(t->nheld - i - 1) * sizeof t->held[0]);
       __atomic_store_n(&t->nheld, t->nheld - 1, __ATOMIC_RELAXED);
+      __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELEASE);
       rv_rawmu_unlock(&t->mu);
       return;
     }
@@ -226,6 +228,7 @@ void rv__wait_begin(rv_thread *t, rv_wait_kind kind, uint64_t obj_id, const char
   t->wait.file = file;
   t->wait.line = line;
   t->wait.since_ns = now;
+  __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELEASE);
   rv_rawmu_unlock(&t->mu);
 }
 
@@ -234,6 +237,7 @@ void rv__wait_end(rv_thread *t) {
   t->wait.kind = RV_WAIT_NONE;
   t->wait.obj_id = 0;
   t->wait.what[0] = 0;
+  __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELEASE);
   rv_rawmu_unlock(&t->mu);
 }
 
@@ -749,11 +753,18 @@ rv_snapshot *rv_snapshot_take(rv_registry *reg) {
     rv_snapshot_free(s);
     return NULL;
   }
+  uint64_t *seq = calloc(n ? n : 1, sizeof *seq);
+  if (!seq) {
+    rv_rawmu_unlock(&reg->mu);
+    rv_snapshot_free(s);
+    return NULL;
+  }
   /* The list is newest first; dumps read better oldest (main) first. */
   rv_thread *last = reg->threads;
   while (last && last->next)
     last = last->next;
   for (rv_thread *t = last; t; t = t->prev) {
+    seq[s->nthreads] = __atomic_load_n(&t->seq, __ATOMIC_ACQUIRE);
     rv_thread_snap *ts = &s->threads[s->nthreads++];
     ts->id = t->id;
     ts->started_ns = t->started_ns;
@@ -768,6 +779,13 @@ rv_snapshot *rv_snapshot_take(rv_registry *reg) {
     ts->held_dropped = t->held_dropped;
     rv_rawmu_unlock(&t->mu);
   }
+  /* Each record was copied whole, but at its own moment.  A thread that changed since
+   * its copy is marked moving; every unmarked thread kept its copied state from its
+   * copy to now, so the unmarked records all held together at this instant. */
+  size_t k = 0;
+  for (rv_thread *t = last; t; t = t->prev, k++)
+    s->threads[k].moving = __atomic_load_n(&t->seq, __ATOMIC_ACQUIRE) != seq[k];
+  free(seq);
   for (size_t i = 0; i < nrep; i++)
     s->reports[i] = reg->reports[(total - nrep + i) % RV_REPORTS_MAX];
   s->nreports = nrep;

@@ -100,6 +100,9 @@ struct rv_thread {
   rv_hold held[RV_HELD_MAX];
   int nheld; /* written under mu with atomic stores: the owner may read it without mu */
   uint32_t held_dropped;
+  /* Bumped under mu (with an atomic store) by every change of wait or held, so a
+   * snapshot can tell which threads changed while it was being taken. */
+  uint64_t seq;
 
   /* Owner-only: the class the lock-order check resolved for the lock about to be held. */
   uint64_t lo_pending_lock_id;
@@ -222,6 +225,10 @@ typedef struct rv_thread_snap {
   int nheld;
   uint32_t held_dropped;
   int64_t started_ns;
+  /* The thread took, released or began or ended a wait while the snapshot was being
+   * taken: its record may not hold together with the others', and it is not blocked
+   * (a blocked thread does not change), so its wait makes no edge of a wait-for graph. */
+  bool moving;
 } rv_thread_snap;
 
 typedef struct rv_snapshot {

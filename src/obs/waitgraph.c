@@ -66,8 +66,8 @@ typedef void (*emit_fn)(void *acc, size_t dst, const rv_hold *why);
 static void edges_of(const rv_snapshot *s, const holdref *holds, size_t nholds,
                      const holdref *wwait, size_t nwwait, size_t i, emit_fn emit, void *acc) {
   const rv_wait *w = &s->threads[i].wait;
-  if (!is_lock_wait(w->kind))
-    return;
+  if (!is_lock_wait(w->kind) || s->threads[i].moving)
+    return; /* a thread that moved during the snapshot is not blocked */
   for (size_t k = lower_bound(holds, nholds, w->obj_id);
        k < nholds && holds[k].lock_id == w->obj_id; k++) {
     if (w->kind == RV_WAIT_RDLOCK && holds[k].hold->mode == RV_MODE_READ)

@@ -168,6 +168,10 @@ typedef struct rv__waiter {
   struct rv__waiter *next, *prev;
   rv_thread *thread;
   bool granted;
+  /* The hold a grant gives (NULL for a condition variable): the granter publishes it
+   * and ends the published wait under the lock's raw mutex, so no snapshot shows a
+   * thread still waiting for a lock it has been handed. */
+  const struct rv__grant_hold *hold;
 } rv__waiter;
 
 typedef struct rv__waitq {

@@ -86,10 +86,28 @@ static void q_remove(rv__waitq *q, rv__waiter *w) {
   w->next = w->prev = NULL;
 }
 
-/* Hand the lock to w; caller holds the lock's raw mutex. */
+/* What a waiter is given with the lock (see rv__waiter.hold). */
+struct rv__grant_hold {
+  uint64_t id;
+  const char *name, *file;
+  int line;
+  rv_lock_kind kind;
+  rv_lock_mode mode;
+};
+
+/*
+ * Hand the lock to w; caller holds the lock's raw mutex.  The waiter's published
+ * state changes here, under that mutex, with the lock's: its wait ends and its hold
+ * begins in the same step as the grant (a thread dump never sees a thread waiting
+ * for a lock it was given, which would read as a deadlock with itself).
+ */
 static void grant(rv__waitq *q, rv__waiter *w) {
   q_remove(q, w);
   w->granted = true;
+  rv__wait_end(w->thread);
+  const struct rv__grant_hold *h = w->hold;
+  if (h)
+    rv__hold_add(w->thread, h->id, h->name, h->kind, h->mode, h->file, h->line);
   rv__unpark(w->thread); /* under the raw mutex: w cannot vanish before this */
 }
 
@@ -113,6 +131,7 @@ static int block(rv_rawmu *mu, rv__waitq *q, rv__waiter *w, rv_ctx *ctx, int64_t
     rc = rv__ctxwait_check(&cw, deadline_ns);
     if (rc) {
       q_remove(q, w);
+      rv__wait_end(w->thread);
       if (withdrawn)
         withdrawn(obj);
       rv_rawmu_unlock(mu);
@@ -162,18 +181,15 @@ static int acquire_slow(rv_thread *self, const slow_path *sp, rv_ctx *ctx, const
     rv_rawmu_unlock(sp->mu);
     return err;
   }
-  rv__waiter w = {.thread = self};
+  struct rv__grant_hold hold = {sp->id, sp->name, file, line, sp->kind, sp->mode};
+  rv__waiter w = {.thread = self, .hold = &hold};
   q_push(sp->q, &w);
   if (sp->queued)
     (*sp->queued)++;
-  rv_rawmu_unlock(sp->mu);
-
+  /* Published before anyone can grant it; grant() ends it and adds the hold. */
   rv__wait_begin(self, sp->wait_kind, sp->id, sp->name, file, line);
-  int rc = block(sp->mu, sp->q, &w, ctx, RV_NO_DEADLINE, sp->withdrawn, sp->obj);
-  rv__wait_end(self);
-  if (rc == 0)
-    rv__hold_add(self, sp->id, sp->name, sp->kind, sp->mode, file, line);
-  return rc;
+  rv_rawmu_unlock(sp->mu);
+  return block(sp->mu, sp->q, &w, ctx, RV_NO_DEADLINE, sp->withdrawn, sp->obj);
 }
 
 /* ---- mutex -------------------------------------------------------------------- */
@@ -362,12 +378,11 @@ int rv__cond_wait(rv_cond *c, rv_mutex *m, rv_ctx *ctx, int64_t deadline_ns, con
   /* Queue before releasing m: a signal sent after we release m finds us. */
   rv_rawmu_lock(&c->mu);
   q_push(&c->waiters, &w);
+  rv__wait_begin(self, RV_WAIT_COND, c->id, c->name, file, line); /* grant() ends it */
   rv_rawmu_unlock(&c->mu);
   rv_mutex_unlock(m);
 
-  rv__wait_begin(self, RV_WAIT_COND, c->id, c->name, file, line);
   int rc = block(&c->mu, &c->waiters, &w, ctx, deadline_ns, NULL, NULL);
-  rv__wait_end(self);
   rv__mutex_lock(m, NULL, file, line);
   return rc;
 }

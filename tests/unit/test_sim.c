@@ -8,6 +8,7 @@
  */
 #include "sim_support.h"
 
+#include "obs/registry.h"
 #include "rt/sim.h"
 #include "sim/scenario.h"
 
@@ -160,6 +161,71 @@ static void test_rwlock_writer_preferring(void **state) {
     assert_string_equal(s.log, "RWr");
     rv_sim_world_free(w);
   }
+}
+
+/* ---- a grant changes the waiter's published state at once ------------------------------------ */
+
+/* A thread dump taken right after an unlock, before the granted thread has run again,
+ * must show that thread holding the lock, not waiting for it: a dump that showed it
+ * still waiting (with an earlier read hold) reads as a thread deadlocked with itself. */
+typedef struct granted {
+  rv_mutex mu;
+  rv_rwlock rw;
+} granted;
+
+static void granted_taker(void *arg) {
+  granted *s = arg;
+  rv_mutex_lock(&s->mu);
+  rv_rwlock_rdlock(&s->rw);
+  rv_rwlock_rdunlock(&s->rw);
+  rv_mutex_unlock(&s->mu);
+}
+
+/* The snapshot of thread `name`: not waiting, holding lock_id in mode. */
+static void check_holds(const char *name, uint64_t lock_id, rv_lock_mode mode) {
+  rv_snapshot *snap = rv_snapshot_take(rv_registry_current());
+  CHECK(snap != NULL);
+  bool seen = false;
+  for (size_t i = 0; snap && i < snap->nthreads; i++) {
+    const rv_thread_snap *t = &snap->threads[i];
+    if (strcmp(t->name, name) != 0)
+      continue;
+    seen = true;
+    CHECK(t->wait.kind == RV_WAIT_NONE);
+    bool holds = false;
+    for (int k = 0; k < t->nheld; k++)
+      holds |= t->held[k].lock_id == lock_id && t->held[k].mode == mode;
+    CHECK(holds);
+  }
+  CHECK(seen);
+  rv_snapshot_free(snap);
+}
+
+static void granted_main(void *arg) {
+  granted *s = arg;
+  rv_mutex_init(&s->mu, "handed-over");
+  rv_rwlock_init(&s->rw, "read-after-write");
+  rv_mutex_lock(&s->mu);
+  rv_rwlock_wrlock(&s->rw);
+  rv_thread *t;
+  CHECK(rv_thread_start(&t, "taker", "test", granted_taker, s) == RV_OK);
+  rv_sleep(NULL, RV_NS_PER_MS); /* the taker waits for the mutex */
+  rv_mutex_unlock(&s->mu);       /* no yield until the snapshot: the taker has not run */
+  check_holds("taker", s->mu.id, RV_MODE_WRITE);
+  rv_sleep(NULL, RV_NS_PER_MS); /* the taker waits to read-lock behind our write hold */
+  rv_rwlock_wrunlock(&s->rw);
+  check_holds("taker", s->rw.id, RV_MODE_READ);
+  rv_thread_join(t);
+  rv_mutex_destroy(&s->mu);
+  rv_rwlock_destroy(&s->rw);
+}
+
+static void test_grant_publishes_hold(void **state) {
+  rv_sim_world *w = world_new(1);
+  granted s;
+  rv_sim_spawn(rv_sim_proc_new(w, "p"), "main", "test", granted_main, &s);
+  run_to_end(w, RV_NO_DEADLINE);
+  rv_sim_world_free(w);
 }
 
 /* ---- virtual time, sleep, contexts ---------------------------------------------------------- */
@@ -540,6 +606,7 @@ int main(void) {
       cmocka_unit_test(test_mutex_cond),
       cmocka_unit_test(test_thread_slots_per_simulated_thread),
       cmocka_unit_test(test_rwlock_writer_preferring),
+      cmocka_unit_test(test_grant_publishes_hold),
       cmocka_unit_test(test_virtual_time_and_ctx),
       cmocka_unit_test(test_network),
       cmocka_unit_test(test_deadlock_detected),
