@@ -153,10 +153,10 @@ int rv_dlock_acquire(rv_ctx *ctx, rv_session *s, const char *name, const char *d
 uint64_t rv_dlock_token(const rv_dlock *h);
 const char *rv_dlock_name(const rv_dlock *h);
 /*
- * Release on the server and free the handle.  When coord cannot be reached (a
- * reset, a partition), the release is kept on the session and sent again
- * after each keepalive that gets through, until coord answers or the session
- * ends: a lock is never left held for the life of a session because one
+ * Release on the server and free the handle.  When the server (coord or etcd)
+ * cannot be reached (a reset, a partition), the release is kept on the session
+ * and sent again after each keepalive that gets through, until it answers or
+ * the session ends: a lock is never left held for the life of a session because one
  * release was lost.  At most RV_COORD_PENDING_RELEASES_MAX are kept per
  * session (beyond that the lock stays held until the session ends).  The
  * return value is this first attempt's.

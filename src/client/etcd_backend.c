@@ -37,6 +37,9 @@
  * aborted and the waiter's own key deleted.  Release is a txn that deletes
  * the key only if its create_revision still equals the token, so a stale
  * release never frees someone else's lock (it fails with NOTOWNER, RV_EINVAL).
+ * A release or a withdrawal that etcd does not answer leaves its key on the
+ * session's pending list; the keepalive thread deletes it after each keepalive
+ * that gets through (ec_pending).
  *
  * Config layers are key prefixes: "/ravel/config/NS@KEY" for NS "platform",
  * "svc/S" or "svc/S/R" ('@' appears in no namespace nor key, so the split is
@@ -548,9 +551,91 @@ typedef struct ec_session {
   bool lost;   /* __atomic */
   bool paused; /* __atomic, test hook */
   int64_t opened_ns;
+  rv_rawmu pmu;               /* guards pending */
+  struct ec_pending *pending; /* lock keys whose delete etcd never answered */
+  int npending;
 } ec_session;
 
 static ec_session *ES(rv_session *s) { return (ec_session *)(void *)s; }
+
+/*
+ * A lock key still to delete: a release or a withdrawal whose request etcd never
+ * answered (etcd down, a reset).  The key is attached to the session's lease, which
+ * the keepalives keep alive, so without another try the lock (or the place in its
+ * queue) would stay ours for the life of the session.  Each key is this acquire's
+ * own ("NAME LEASEHEX-SEQ"), never re-created by anyone, so deleting it again is
+ * always safe.  Sent again after each keepalive that gets through.
+ */
+typedef struct ec_pending {
+  struct ec_pending *next;
+  char *key;
+} ec_pending;
+
+static void pending_keep(ec_session *s, const char *key) {
+  if (__atomic_load_n(&s->lost, __ATOMIC_ACQUIRE))
+    return; /* the lease is gone, and every key attached to it */
+  ec_pending *p = calloc(1, sizeof *p);
+  if (p)
+    p->key = strdup(key);
+  bool taken = false;
+  rv_rawmu_lock(&s->pmu);
+  if (p && p->key && s->npending < RV_COORD_PENDING_RELEASES_MAX) {
+    p->next = s->pending;
+    s->pending = p;
+    s->npending++;
+    taken = true;
+  }
+  rv_rawmu_unlock(&s->pmu);
+  if (!taken) {
+    if (p)
+      free(p->key);
+    free(p);
+  }
+}
+
+static int delete_key(ec_client *e, rv_ctx *ctx, const char *key) {
+  json_t *resp = NULL;
+  int rc = ec_call(e, ctx, "/v3/kv/deleterange", json_pack("{s:o}", "key", jb64(key)), &resp);
+  json_decref(resp);
+  return rc;
+}
+
+/* From the keepalive thread, after a keepalive got through: delete the pending keys;
+ * keep those etcd does not answer again for the next round. */
+static void pending_retry(ec_session *s, rv_ctx *op) {
+  rv_rawmu_lock(&s->pmu);
+  ec_pending *list = s->pending;
+  s->pending = NULL;
+  s->npending = 0;
+  rv_rawmu_unlock(&s->pmu);
+  bool reachable = true;
+  while (list) {
+    ec_pending *p = list;
+    list = p->next;
+    if (reachable && delete_key(s->c->etcd, op, p->key) == RV_OK) {
+      CC_STAT_INC(s->c, releases_retried);
+      free(p->key);
+      free(p);
+      continue;
+    }
+    reachable = false; /* etcd is gone again: keep the rest for later */
+    rv_rawmu_lock(&s->pmu);
+    p->next = s->pending;
+    s->pending = p;
+    s->npending++;
+    rv_rawmu_unlock(&s->pmu);
+  }
+}
+
+static void pending_free(ec_session *s) {
+  while (s->pending) {
+    ec_pending *p = s->pending;
+    s->pending = p->next;
+    free(p->key);
+    free(p);
+  }
+  s->npending = 0;
+}
 
 static void ec_session_lose(ec_session *s, const char *why) {
   if (__atomic_exchange_n(&s->lost, true, __ATOMIC_ACQ_REL))
@@ -586,8 +671,10 @@ static int ec_keepalive_attempt(void *arg, rv_ctx *op, char *why, size_t whylen)
   bool stopped = false;
   int rc = ec_stream(s->c->etcd, op, "/v3/lease/keepalive",
                      json_pack("{s:o}", "ID", jint_str(s->lease)), ka_on_msg, &r, &stopped);
-  if (rc == RV_OK && r.got && r.ttl > 0)
+  if (rc == RV_OK && r.got && r.ttl > 0) {
+    pending_retry(s, op);
     return RV_OK;
+  }
   if (rc == RV_OK && r.got) {
     snprintf(why, whylen, "lease expired or revoked");
     return CC_KA_LOST;
@@ -638,6 +725,7 @@ int ec_session_open(rv_ctx *ctx, rv_coord_client *c, int64_t ttl_ms, rv_session_
   s->on_lost = on_lost;
   s->arg = arg;
   s->opened_ns = opened;
+  rv_rawmu_init(&s->pmu);
   s->ctx = rv_ctx_new(NULL);
   s->stop = rv_ctx_new(NULL);
   if (!s->ctx || !s->stop ||
@@ -679,6 +767,8 @@ void ec_session_close(rv_session *ss) {
     rv_ctx_cancel(s->ctx, "session closed");
   rv_ctx_free(s->ctx);
   rv_ctx_free(s->stop);
+  pending_free(s); /* the revoke deleted them, or the lease expires without keepalives */
+  rv_rawmu_destroy(&s->pmu);
   free(s);
 }
 
@@ -716,13 +806,12 @@ static int delete_if_created(ec_client *e, rv_ctx *ctx, const char *key, int64_t
   return ok ? 1 : 0;
 }
 
-/* Withdraw a wait: delete our own waiter key (bounded, whatever the caller's ctx). */
-static void withdraw(ec_client *e, const char *key) {
+/* Withdraw a wait: delete our own waiter key (bounded, whatever the caller's ctx); kept
+ * for the keepalive thread to delete when etcd does not answer. */
+static void withdraw(ec_session *s, const char *key) {
   rv_ctx *op = rv_ctx_with_timeout(NULL, RV_COORD_OP_TIMEOUT_NS);
-  json_t *resp = NULL;
-  if (op)
-    ec_call(e, op, "/v3/kv/deleterange", json_pack("{s:o}", "key", jb64(key)), &resp);
-  json_decref(resp);
+  if (!op || delete_key(s->c->etcd, op, key) != RV_OK)
+    pending_keep(s, key);
   rv_ctx_free(op);
 }
 
@@ -857,7 +946,7 @@ int ec_dlock_acquire(rv_ctx *ctx, rv_session *ss, const char *name, const char *
   rv_ctx_free(wctx);
 
   if (got != 1) {
-    withdraw(e, key); /* the put may have landed even if its answer did not */
+    withdraw(s, key); /* the put may have landed even if its answer did not */
     if (got == 0 || session_gone) {
       cc_set_last_error("NOSESSION the session's lease is gone");
       return RV_ENOTFOUND;
@@ -875,7 +964,7 @@ int ec_dlock_acquire(rv_ctx *ctx, rv_session *ss, const char *name, const char *
     free(h);
     free(nm);
     free(k);
-    withdraw(e, key);
+    withdraw(s, key);
     return RV_ENOMEM;
   }
   h->h.etcd = true;
@@ -896,6 +985,8 @@ int ec_dlock_release(rv_dlock *hh) {
   rv_ctx *op = rv_ctx_with_timeout(NULL, RV_COORD_OP_TIMEOUT_NS);
   int rc = op ? delete_if_created(h->s->c->etcd, op, h->key, (int64_t)h->token) : RV_ENOMEM;
   rv_ctx_free(op);
+  if (rc < 0)
+    pending_keep(h->s, h->key); /* unanswered: sent again after the next keepalive */
   if (rc == 0) {
     cc_set_last_error("NOTOWNER the lock key is gone or was re-created (lease expired?)");
     rc = RV_EINVAL;

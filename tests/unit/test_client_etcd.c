@@ -30,7 +30,7 @@ static struct {
   bool up;
   pid_t pid;
   char dir[64];
-  uint16_t port;
+  uint16_t port, peer;
   char url[64];
 } E;
 
@@ -211,22 +211,18 @@ static bool etcd_answers(void *arg) {
   return status == 200;
 }
 
-static bool etcd_start(void) {
-  snprintf(E.dir, sizeof E.dir, "/tmp/ravel-etcd-XXXXXX");
-  assert_non_null(mkdtemp(E.dir));
-  E.port = free_port();
-  uint16_t peer = free_port();
+/* Start etcd on E's ports and data dir (again after a kill: the same member). */
+static bool etcd_spawn(void) {
   char curl[64], purl[64], cluster[96], data[96], logf[96];
-  snprintf(E.url, sizeof E.url, "http://127.0.0.1:%u", E.port);
   snprintf(curl, sizeof curl, "http://127.0.0.1:%u", E.port);
-  snprintf(purl, sizeof purl, "http://127.0.0.1:%u", peer);
+  snprintf(purl, sizeof purl, "http://127.0.0.1:%u", E.peer);
   snprintf(cluster, sizeof cluster, "t=%s", purl);
   snprintf(data, sizeof data, "%s/data", E.dir);
   snprintf(logf, sizeof logf, "%s/etcd.log", E.dir);
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    int fd = open(logf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = open(logf, O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
       dup2(fd, 2);
@@ -245,6 +241,22 @@ static bool etcd_start(void) {
   waitpid(pid, NULL, 0);
   E.pid = 0;
   return false;
+}
+
+static bool etcd_start(void) {
+  snprintf(E.dir, sizeof E.dir, "/tmp/ravel-etcd-XXXXXX");
+  assert_non_null(mkdtemp(E.dir));
+  E.port = free_port();
+  E.peer = free_port();
+  snprintf(E.url, sizeof E.url, "http://127.0.0.1:%u", E.port);
+  return etcd_spawn();
+}
+
+/* kill -9 etcd (it keeps its data, leases included). */
+static void etcd_kill(void) {
+  kill(E.pid, SIGKILL);
+  waitpid(E.pid, NULL, 0);
+  E.pid = 0;
 }
 
 static int group_setup(void **state) {
@@ -543,6 +555,73 @@ static void test_stale_release_refused(void **state) {
   rv_session_close(b);
   rv_session_close(a);
   rv_coord_client_close(c);
+}
+
+/* A release etcd never answered (it was down) is sent again after the next keepalive
+ * that gets through: the lock does not stay held for the life of the session. */
+static bool release_retried(void *arg) {
+  rv_coord_stats st;
+  rv_coord_client_stats(arg, &st);
+  return st.releases_retried == 1;
+}
+
+static void test_unanswered_release_is_sent_again(void **state) {
+  NEED_ETCD();
+  rv_coord_client *c = open_client();
+  rv_session *s;
+  assert_int_equal(rv_session_open(NULL, c, 10000, &s), RV_OK);
+  rv_dlock *h;
+  assert_int_equal(rv_dlock_acquire(NULL, s, "lost-release-1", NULL, &h), RV_OK);
+  assert_int_equal(lock_keys("lost-release-1"), 1);
+  etcd_kill();
+  assert_int_not_equal(rv_dlock_release(h), RV_OK); /* nobody answers */
+  assert_true(etcd_spawn());                         /* the same member, its lease kept */
+  assert_int_equal(lock_keys("lost-release-1"), 1);  /* still held on etcd */
+  /* The client counts the retry once etcd answered it: wait for the count, then look. */
+  assert_true(rvt_await(release_retried, c));
+  assert_int_equal(lock_keys("lost-release-1"), 0);
+  assert_false(rv_session_lost(s));
+  /* Another session gets the lock while this one lives on. */
+  rv_session *b;
+  assert_int_equal(rv_session_open(NULL, c, 10000, &b), RV_OK);
+  rv_ctx *ctx = rv_ctx_with_timeout(NULL, RVT_BOUND_NS);
+  assert_int_equal(rv_dlock_acquire(ctx, b, "lost-release-1", NULL, &h), RV_OK);
+  rv_ctx_free(ctx);
+  assert_int_equal(rv_dlock_release(h), RV_OK);
+  rv_session_close(b);
+  rv_session_close(s);
+  rv_coord_client_close(c);
+}
+
+/* A wait that ended because etcd went away leaves its key queued on etcd; the key is
+ * deleted once etcd is back, so the lock does not pass to a waiter that has gone. */
+static void test_unanswered_withdrawal_is_sent_again(void **state) {
+  NEED_ETCD();
+  rv_coord_client *ca = open_client(), *cb = open_client();
+  rv_session *a, *b;
+  assert_int_equal(rv_session_open(NULL, ca, 10000, &a), RV_OK);
+  assert_int_equal(rv_session_open(NULL, cb, 10000, &b), RV_OK);
+  rv_dlock *ha;
+  assert_int_equal(rv_dlock_acquire(NULL, a, "lost-withdraw-1", NULL, &ha), RV_OK);
+  int next = 0;
+  locker lb = {.s = b, .lock = "lost-withdraw-1", .ctx = NULL, .next_order = &next};
+  rv_thread *t;
+  assert_int_equal(rv_thread_start(&t, "waiter", "test", locker_main, &lb), RV_OK);
+  assert_true(rvt_await(have_waits, &(waits_at){cb, 1}));
+  assert_int_equal(lock_keys("lost-withdraw-1"), 2);
+  etcd_kill();
+  rv_thread_join(t); /* its wait failed with etcd gone; its withdrawal went unanswered */
+  assert_int_not_equal(lb.rc, RV_OK);
+  assert_true(etcd_spawn());
+  assert_true(rvt_await(release_retried, cb));
+  assert_int_equal(lock_keys("lost-withdraw-1"), 1); /* a's, still held */
+  assert_false(rv_session_lost(b));
+  assert_int_equal(rv_dlock_release(ha), RV_OK);
+  assert_int_equal(lock_keys("lost-withdraw-1"), 0);
+  rv_session_close(b);
+  rv_session_close(a);
+  rv_coord_client_close(cb);
+  rv_coord_client_close(ca);
 }
 
 /* etcd 3.4's lock granted a waiter whose lease had expired; this one must not. */
@@ -844,6 +923,8 @@ int main(void) {
       cmocka_unit_test(test_cancel_withdraws_wait),
       cmocka_unit_test(test_deadline_withdraws_wait),
       cmocka_unit_test(test_stale_release_refused),
+      cmocka_unit_test(test_unanswered_release_is_sent_again),
+      cmocka_unit_test(test_unanswered_withdrawal_is_sent_again),
       cmocka_unit_test(test_waiter_with_expired_lease_is_not_granted),
       cmocka_unit_test(test_config_get),
       cmocka_unit_test(test_watch_effective_changes_and_resume),
