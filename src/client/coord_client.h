@@ -178,6 +178,29 @@ int rv_config_get(rv_ctx *ctx, rv_coord_client *c, const char *service, const ch
 /* The store's current revision. */
 int rv_config_revision(rv_ctx *ctx, rv_coord_client *c, uint64_t *revision);
 
+/* How a config write is recorded and when it applies (all optional). */
+typedef struct rv_config_write_opts {
+  const char *author; /* NULL: coord's default (the connection's name, else its address) */
+  const char *reason; /* why, for the audit log */
+  bool if_revision;   /* compare-and-set: write only if the key's mod_revision is `revision` */
+  uint64_t revision;  /* with if_revision: 0 means the key must not exist */
+} rv_config_write_opts;
+
+/*
+ * Set key to value in namespace ns ("platform", "svc/S" or "svc/S/R"); o may be
+ * NULL.  *revision (may be NULL) gets the write's revision.  RV_EBUSY when
+ * if_revision does not match (someone changed the key: re-read and retry),
+ * RV_EINVAL for a bad namespace, key or value (rv_coord_last_error says which).
+ * A write is never sent twice: on an I/O error it may or may not have been
+ * applied (if_revision makes a retry safe).  With the etcd backend author and
+ * reason are not stored (etcd has no audit log).
+ */
+int rv_config_set(rv_ctx *ctx, rv_coord_client *c, const char *ns, const char *key,
+                  const char *value, const rv_config_write_opts *o, uint64_t *revision);
+/* Delete key from ns: as rv_config_set; RV_ENOTFOUND when ns does not set it. */
+int rv_config_delete(rv_ctx *ctx, rv_coord_client *c, const char *ns, const char *key,
+                     const rv_config_write_opts *o, uint64_t *revision);
+
 /*
  * One change; strings valid during the callback only; old/new NULL when unset.
  * resync: the server could not answer from its history (COMPACTED, or FUTURE

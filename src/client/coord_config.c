@@ -78,6 +78,67 @@ int rv_config_revision(rv_ctx *ctx, rv_coord_client *c, uint64_t *revision) {
   return rc;
 }
 
+/* ---- writes ---------------------------------------------------------------------------- */
+
+/* CFG.SET (value) or CFG.DEL (value NULL) with the options as AUTHOR, REASON, IFREV. */
+static int config_write(rv_ctx *ctx, rv_coord_client *c, const char *ns, const char *key,
+                        const char *value, const rv_config_write_opts *o, uint64_t *revision) {
+  cc_set_last_error("");
+  if (!ns || !key) {
+    cc_set_last_error("ERR a config write needs a namespace and a key");
+    return RV_EINVAL;
+  }
+  if (c->etcd)
+    return ec_config_write(ctx, c, ns, key, value, o, revision);
+  const char *argv[10];
+  int n = 0;
+  char rev[24];
+  argv[n++] = value ? "CFG.SET" : "CFG.DEL";
+  argv[n++] = ns;
+  argv[n++] = key;
+  if (value)
+    argv[n++] = value;
+  if (o && o->author) {
+    argv[n++] = "AUTHOR";
+    argv[n++] = o->author;
+  }
+  if (o && o->reason) {
+    argv[n++] = "REASON";
+    argv[n++] = o->reason;
+  }
+  if (o && o->if_revision) {
+    snprintf(rev, sizeof rev, "%" PRIu64, o->revision);
+    argv[n++] = "IFREV";
+    argv[n++] = rev;
+  }
+  redisReply *rep;
+  int rc = cc_ctl_write(c, ctx, n, argv, &rep);
+  if (rc != RV_OK)
+    return rc;
+  if (rep->type == REDIS_REPLY_INTEGER && rep->integer > 0) {
+    if (revision)
+      *revision = (uint64_t)rep->integer;
+  } else {
+    rc = cc_reply_err(rep);
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+int rv_config_set(rv_ctx *ctx, rv_coord_client *c, const char *ns, const char *key,
+                  const char *value, const rv_config_write_opts *o, uint64_t *revision) {
+  if (!value) {
+    cc_set_last_error("ERR rv_config_set needs a value (rv_config_delete deletes)");
+    return RV_EINVAL;
+  }
+  return config_write(ctx, c, ns, key, value, o, revision);
+}
+
+int rv_config_delete(rv_ctx *ctx, rv_coord_client *c, const char *ns, const char *key,
+                     const rv_config_write_opts *o, uint64_t *revision) {
+  return config_write(ctx, c, ns, key, NULL, o, revision);
+}
+
 /* ---- watch --------------------------------------------------------------------------------- */
 
 struct rv_config_watcher {

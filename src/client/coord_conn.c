@@ -108,11 +108,11 @@ int cc_call(cc_conn *k, rv_ctx *ctx, int argc, const char *const *argv, redisRep
 
 static bool is_ctx_err(int rc) { return rc == RV_ECANCELED || rc == RV_EDEADLINE; }
 
-int cc_ctl_call(rv_coord_client *c, rv_ctx *ctx, int argc, const char *const *argv,
-                redisReply **out) {
-  int rc = rv_mutex_lock_ctx(&c->ctl_mu, ctx);
-  if (rc != RV_OK)
-    return rc;
+/* One command on the control connection (held ctl_mu), reconnecting once if a reused
+ * connection turns out broken; the command may then have been sent twice. */
+static int ctl_call_locked(rv_coord_client *c, rv_ctx *ctx, int argc, const char *const *argv,
+                           redisReply **out) {
+  int rc = RV_OK;
   for (int attempt = 0; attempt < 2; attempt++) {
     bool reused = c->ctl != NULL;
     if (!c->ctl && (rc = cc_dial(c, ctx, &c->ctl)) != RV_OK)
@@ -124,6 +124,36 @@ int cc_ctl_call(rv_coord_client *c, rv_ctx *ctx, int argc, const char *const *ar
     c->ctl = NULL;
     if (!reused || is_ctx_err(rc))
       break; /* a fresh connection failed, or the caller gave up */
+  }
+  return rc;
+}
+
+int cc_ctl_call(rv_coord_client *c, rv_ctx *ctx, int argc, const char *const *argv,
+                redisReply **out) {
+  int rc = rv_mutex_lock_ctx(&c->ctl_mu, ctx);
+  if (rc != RV_OK)
+    return rc;
+  rc = ctl_call_locked(c, ctx, argc, argv, out);
+  rv_mutex_unlock(&c->ctl_mu);
+  return rc;
+}
+
+int cc_ctl_write(rv_coord_client *c, rv_ctx *ctx, int argc, const char *const *argv,
+                 redisReply **out) {
+  int rc = rv_mutex_lock_ctx(&c->ctl_mu, ctx);
+  if (rc != RV_OK)
+    return rc;
+  if (c->ctl) { /* an idle connection may be dead (coord restarted): find out first */
+    redisReply *pong = NULL;
+    rc = ctl_call_locked(c, ctx, 1, (const char *const[]){"PING"}, &pong);
+    if (pong)
+      freeReplyObject(pong);
+  }
+  if (rc == RV_OK && !c->ctl)
+    rc = cc_dial(c, ctx, &c->ctl);
+  if (rc == RV_OK && (rc = cc_call(c->ctl, ctx, argc, argv, out)) != RV_OK) {
+    cc_conn_free(c->ctl); /* sent or not, it is not sent again */
+    c->ctl = NULL;
   }
   rv_mutex_unlock(&c->ctl_mu);
   return rc;
@@ -142,7 +172,7 @@ int cc_reply_err(const redisReply *r) {
       {"NOSESSION", RV_ENOTFOUND}, {"EXPIRED", RV_ENOTFOUND}, {"CLOSED", RV_ENOTFOUND},
       {"CANCELLED", RV_ECANCELED}, {"CONFLICT", RV_EBUSY},    {"LIMIT", RV_ELIMIT},
       {"OOM", RV_ENOMEM},          {"STORAGE", RV_EIO},       {"COMPACTED", RV_ERANGE},
-      {"FUTURE", RV_ERANGE},       {"NOSERVICE", RV_ENOTFOUND},
+      {"FUTURE", RV_ERANGE},       {"NOSERVICE", RV_ENOTFOUND}, {"NOKEY", RV_ENOTFOUND},
   };
   size_t wlen = strcspn(r->str, " ");
   for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)

@@ -69,6 +69,10 @@ int cc_recv(cc_conn *k, rv_ctx *ctx, redisReply **out);
 /* A command on the control connection, reconnecting once if it was broken. */
 int cc_ctl_call(rv_coord_client *c, rv_ctx *ctx, int argc, const char *const *argv,
                 redisReply **out);
+/* A write on the control connection: never sent twice (a reused connection is checked
+ * with PING first); an rv_err means it may or may not have been applied. */
+int cc_ctl_write(rv_coord_client *c, rv_ctx *ctx, int argc, const char *const *argv,
+                 redisReply **out);
 /* Map an error reply to an rv_err and remember its text for rv_coord_last_error. */
 int cc_reply_err(const redisReply *r);
 void cc_set_last_error(const char *text);
@@ -120,6 +124,8 @@ int ec_dlock_release(rv_dlock *h);
 int ec_config_get(rv_ctx *ctx, rv_coord_client *c, const char *service, const char *replica,
                   const char *key, char **value, uint64_t *revision);
 int ec_config_revision(rv_ctx *ctx, rv_coord_client *c, uint64_t *revision);
+int ec_config_write(rv_ctx *ctx, rv_coord_client *c, const char *ns, const char *key,
+                    const char *value, const rv_config_write_opts *o, uint64_t *revision);
 int ec_config_watch(rv_coord_client *c, const char *service, const char *replica,
                     const rv_config_watch_opts *o, uint64_t since_rev, rv_config_watch_fn cb,
                     void *arg, rv_config_watcher **out);

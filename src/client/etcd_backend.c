@@ -74,6 +74,7 @@
  *    connection of its own.
  */
 #include "client/coord_internal.h"
+#include "core/config.h"
 
 #include "obs/registry.h"
 
@@ -1057,6 +1058,90 @@ int ec_config_revision(rv_ctx *ctx, rv_coord_client *c, uint64_t *revision) {
   *revision = (uint64_t)header_rev(resp);
   json_decref(resp);
   return *revision ? RV_OK : RV_EPROTO;
+}
+
+/*
+ * A write as one transaction: put (value) or delete (value NULL) "/ravel/config/NS@KEY",
+ * if the key's mod_revision is o->revision (0: the key must not exist) when asked, and
+ * for a delete if the key exists; otherwise the key is read back to say why not.
+ * The same checks of namespace, key and value as coord's, so a write that coord
+ * would refuse is refused here too.
+ */
+int ec_config_write(rv_ctx *ctx, rv_coord_client *c, const char *ns, const char *key,
+                    const char *value, const rv_config_write_opts *o, uint64_t *revision) {
+  char why[CC_ERR_MAX - 8], err[CC_ERR_MAX];
+  rv_cfg_ns parsed;
+  const char *code = "BADNS";
+  int bad = rv_cfg_ns_parse((rv_cfg_str){ns, strlen(ns)}, &parsed, why, sizeof why);
+  if (bad == RV_CFG_OK) {
+    code = "BADKEY";
+    bad = rv_cfg_key_check((rv_cfg_str){key, strlen(key)}, "key", false, why, sizeof why);
+  }
+  if (bad != RV_CFG_OK) {
+    snprintf(err, sizeof err, "%s %s", code, why);
+    cc_set_last_error(err);
+    return RV_EINVAL;
+  }
+  if (value && strlen(value) > RV_CFG_VALUE_MAX_BYTES_DEFAULT) {
+    snprintf(err, sizeof err, "BADVALUE value of %zu bytes is too large: at most %d",
+             strlen(value), RV_CFG_VALUE_MAX_BYTES_DEFAULT);
+    cc_set_last_error(err);
+    return RV_EINVAL;
+  }
+  char k[EC_KEY_MAX];
+  snprintf(k, sizeof k, "%s%s@%s", EC_CFG_PREFIX, ns, key);
+  json_t *cmp = json_array();
+  if (o && o->if_revision)
+    json_array_append_new(cmp, o->revision
+                                   ? json_pack("{s:s,s:s,s:o,s:o}", "target", "MOD", "result",
+                                               "EQUAL", "key", jb64(k), "mod_revision",
+                                               jint_str((int64_t)o->revision))
+                                   : json_pack("{s:s,s:s,s:o,s:s}", "target", "VERSION", "result",
+                                               "EQUAL", "key", jb64(k), "version", "0"));
+  if (!value)
+    json_array_append_new(cmp, json_pack("{s:s,s:s,s:o,s:s}", "target", "VERSION", "result",
+                                         "GREATER", "key", jb64(k), "version", "0"));
+  json_t *op = value ? json_pack("{s:{s:o,s:o}}", "request_put", "key", jb64(k), "value",
+                                 jb64(value))
+                     : json_pack("{s:{s:o}}", "request_delete_range", "key", jb64(k));
+  json_t *resp;
+  int rc = ec_call(c->etcd, ctx, "/v3/kv/txn",
+                   json_pack("{s:o,s:[o],s:[{s:{s:o}}]}", "compare", cmp, "success", op,
+                             "failure", "request_range", "key", jb64(k)),
+                   &resp);
+  if (rc != RV_OK)
+    return rc;
+  if (json_is_true(json_object_get(resp, "succeeded"))) {
+    if (revision)
+      *revision = (uint64_t)header_rev(resp);
+    json_decref(resp);
+    return RV_OK;
+  }
+  const json_t *r = json_object_get(json_array_get(json_object_get(resp, "responses"), 0),
+                                    "response_range");
+  const json_t *kv = json_array_get(json_object_get(r, "kvs"), 0);
+  int64_t mod = kv ? jint(kv, "mod_revision", 0) : 0;
+  json_decref(resp);
+  if (!value && !kv) {
+    snprintf(err, sizeof err, "NOKEY cannot delete %s in %s: no such key", key, ns);
+    cc_set_last_error(err);
+    return RV_ENOTFOUND;
+  }
+  if (!kv)
+    snprintf(err, sizeof err,
+             "CONFLICT %s in %s does not exist but the write expects mod_revision %" PRIu64, key,
+             ns, o ? o->revision : 0);
+  else if (o && o->if_revision && o->revision == 0)
+    snprintf(err, sizeof err,
+             "CONFLICT %s in %s exists (mod_revision %" PRId64 ") but the write expects it not to",
+             key, ns, mod);
+  else
+    snprintf(err, sizeof err,
+             "CONFLICT %s in %s is at mod_revision %" PRId64 ", not %" PRIu64
+             ": someone changed it; re-read and retry",
+             key, ns, mod, o ? o->revision : 0);
+  cc_set_last_error(err);
+  return RV_EBUSY;
 }
 
 /* One key of one layer in the watch's copy. */

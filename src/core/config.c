@@ -614,19 +614,24 @@ static int check_name(rv_cfg_str s, const char *what, char *why, size_t why_len)
   return RV_CFG_OK;
 }
 
-/* A key (allow_empty: a key prefix, which may be empty). */
-static int check_key(rv_cfg *c, rv_cfg_str s, const char *what, bool allow_empty) {
+int rv_cfg_key_check(rv_cfg_str s, const char *what, bool allow_empty, char *why,
+                     size_t why_len) {
   if (s.len == 0 && !allow_empty)
-    return fail(c, RV_CFG_EBADKEY, "%s is empty", what);
+    return why_fail(why, why_len, RV_CFG_EBADKEY, "%s is empty", what);
   if (s.len > RV_CFG_KEY_MAX_BYTES)
-    return fail(c, RV_CFG_EBADKEY, "%s of %zu bytes is too long: at most %d", what, s.len,
-                RV_CFG_KEY_MAX_BYTES);
+    return why_fail(why, why_len, RV_CFG_EBADKEY, "%s of %zu bytes is too long: at most %d", what,
+                    s.len, RV_CFG_KEY_MAX_BYTES);
   for (size_t i = 0; i < s.len; i++)
     if (!is_key_char((unsigned char)s.ptr[i]))
-      return fail(c, RV_CFG_EBADKEY,
-                  "%s has byte 0x%02x at offset %zu: allowed are A-Z a-z 0-9 . _ - : /", what,
-                  (unsigned char)s.ptr[i], i);
+      return why_fail(why, why_len, RV_CFG_EBADKEY,
+                      "%s has byte 0x%02x at offset %zu: allowed are A-Z a-z 0-9 . _ - : /", what,
+                      (unsigned char)s.ptr[i], i);
   return RV_CFG_OK;
+}
+
+/* A key (allow_empty: a key prefix, which may be empty). */
+static int check_key(rv_cfg *c, rv_cfg_str s, const char *what, bool allow_empty) {
+  return rv_cfg_key_check(s, what, allow_empty, c->errmsg, sizeof c->errmsg);
 }
 
 /* Values are opaque text: any bytes but NUL, up to max_bytes. */

@@ -200,6 +200,10 @@ typedef struct rv_cfg_ns {
  * or RV_CFG_EBADNAME; why (may be NULL, why_len bytes) gets the reason.
  */
 int rv_cfg_ns_parse(rv_cfg_str ns, rv_cfg_ns *out, char *why, size_t why_len);
+/* Check a key (what: how to name it in why; allow_empty: a key prefix).  RV_CFG_OK or
+ * RV_CFG_EBADKEY with the reason in why. */
+int rv_cfg_key_check(rv_cfg_str key, const char *what, bool allow_empty, char *why,
+                     size_t why_len);
 /* Format a namespace into out (RV_CFG_NS_MAX_BYTES + 1 bytes); returns its length. */
 size_t rv_cfg_ns_format(char *out, int level, rv_cfg_str service, rv_cfg_str replica);
 

@@ -16,7 +16,6 @@
 #include "sim/scenario.h"
 
 #include "client/coord_client.h"
-#include "client/coord_internal.h"
 #include "obs/log.h"
 #include "obs/registry.h"
 #include "server/coord.h"
@@ -26,7 +25,6 @@
 #include "svc/load.h"
 #include "svc/svc.h"
 
-#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -303,20 +301,14 @@ static void load_main(void *arg) {
   proc_done(sc);
 }
 
-/* One CFG.SET through the client's control connection (libravel has no config-write call:
- * writing config is an operator's act, the demo's redis-cli CFG.SET). */
+/* One config write, as the platform team makes it. */
 static bool cfg_set(rv_coord_client *cc, const char *ns, const char *value, const char *author,
                     const char *reason) {
-  const char *argv[] = {"CFG.SET", ns, RV_SVC_UPSTREAM_KEY, value, "AUTHOR", author,
-                        "REASON", reason};
-  redisReply *rep = NULL;
+  rv_config_write_opts o = {.author = author, .reason = reason};
   rv_ctx *ctx = rv_ctx_with_timeout(NULL, PLATFORM_CALL_NS);
-  int rc = cc_ctl_call(cc, ctx, 8, argv, &rep);
+  int rc = rv_config_set(ctx, cc, ns, RV_SVC_UPSTREAM_KEY, value, &o, NULL);
   rv_ctx_free(ctx);
-  bool ok = rc == RV_OK && rep && rep->type != REDIS_REPLY_ERROR;
-  if (rep)
-    freeReplyObject(rep);
-  return ok;
+  return rc == RV_OK;
 }
 
 static void platform_main(void *arg) {

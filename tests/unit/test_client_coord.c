@@ -7,6 +7,8 @@
  */
 #include "support.h"
 
+#include "config_write_check.h"
+
 #include "client/coord_client.h"
 #include "server/coord.h"
 
@@ -40,11 +42,26 @@ static void server_start(server *s) {
   assert_int_equal(rv_thread_start(&s->thread, "coord-loop", "server", serve, s), RV_OK);
 }
 
-static void server_stop(server *s) {
+static void server_halt(server *s) {
   rv_coord_stop(s->coord);
   rv_thread_join(s->thread);
   rv_coord_free(s->coord);
   rv_log_free(s->log);
+}
+
+/* Stop and start again on the same port and data: every client connection is dropped. */
+static void server_restart(server *s) {
+  server_halt(s);
+  s->log = rv_log_new(2, RV_LOG_WARN, "coord");
+  rv_coord_opts o = {.port = s->port, .port_any = false, .no_admin = true, .data_dir = s->dir,
+                     .log = s->log};
+  char why[256];
+  assert_int_equal(rv_coord_start(&s->coord, &o, why, sizeof why), RV_OK);
+  assert_int_equal(rv_thread_start(&s->thread, "coord-loop", "server", serve, s), RV_OK);
+}
+
+static void server_stop(server *s) {
+  server_halt(s);
   char cmdline[128];
   snprintf(cmdline, sizeof cmdline, "rm -rf %s", s->dir);
   assert_int_equal(system(cmdline), 0);
@@ -452,6 +469,36 @@ static void test_config_get(void **state) {
   server_stop(&s);
 }
 
+/* Writes through the client, read back through it; coord's audit log has who and why. */
+static void test_config_write(void **state) {
+  server s;
+  server_start(&s);
+  rv_coord_client *c = open_client(&s, "billing");
+  check_config_write(c, "cwsvc");
+  redisContext *r = raw_client(&s);
+  redisReply *a = cmd(r, "CFG.AUDIT KEY cw.timeout_ms");
+  assert_int_equal(a->type, REDIS_REPLY_ARRAY);
+  assert_int_equal(a->elements, 5); /* platform set, create, cas, delete, platform delete */
+  const redisReply *first = a->element[0];
+  assert_string_equal(map_get(first, "author")->str, "ops-1");
+  assert_string_equal(map_get(first, "reason")->str, "raise the timeout");
+  assert_string_equal(map_get(a->element[3], "op")->str, "delete");
+  freeReplyObject(a);
+  /* A write on a connection coord has dropped goes through once, on a new one. */
+  long long before = cmd_int(r, "CFG.REVISION");
+  redisFree(r);
+  server_restart(&s);
+  uint64_t rev = 0;
+  assert_int_equal(rv_config_set(NULL, c, "platform", "cw.after_restart", "1", NULL, &rev),
+                   RV_OK);
+  assert_int_equal(rev, (uint64_t)before + 1);
+  r = raw_client(&s);
+  assert_int_equal(cmd_int(r, "CFG.REVISION"), before + 1);
+  redisFree(r);
+  rv_coord_client_close(c);
+  server_stop(&s);
+}
+
 #define EVENTS_MAX 16
 
 typedef struct evlog {
@@ -754,6 +801,7 @@ int main(void) {
       cmocka_unit_test(test_pool_bound_waits_under_ctx),
       cmocka_unit_test(test_registry_shows_dlock_wait),
       cmocka_unit_test(test_config_get),
+      cmocka_unit_test(test_config_write),
       cmocka_unit_test(test_watch_effective_changes_and_resume),
       cmocka_unit_test(test_watch_resyncs_when_history_cannot_answer),
       cmocka_unit_test(test_raw_watch_sees_every_write),

@@ -10,6 +10,8 @@
  */
 #include "support.h"
 
+#include "config_write_check.h"
+
 #include "client/coord_client.h"
 
 #include <errno.h>
@@ -683,6 +685,14 @@ static void test_config_get(void **state) {
   rv_coord_client_close(c);
 }
 
+/* Writes through the client, read back through it (etcd keeps no author or reason). */
+static void test_config_write(void **state) {
+  NEED_ETCD();
+  rv_coord_client *c = open_client();
+  check_config_write(c, "cwsvc");
+  rv_coord_client_close(c);
+}
+
 #define EVENTS_MAX 16
 
 typedef struct evlog {
@@ -927,6 +937,7 @@ int main(void) {
       cmocka_unit_test(test_unanswered_withdrawal_is_sent_again),
       cmocka_unit_test(test_waiter_with_expired_lease_is_not_granted),
       cmocka_unit_test(test_config_get),
+      cmocka_unit_test(test_config_write),
       cmocka_unit_test(test_watch_effective_changes_and_resume),
       cmocka_unit_test(test_watch_resyncs_when_compacted),
       cmocka_unit_test(test_raw_watch_sees_every_write),
