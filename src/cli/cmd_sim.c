@@ -100,7 +100,7 @@ static void print_outcome(uint64_t seed, const rv_sim_outcome *r) {
   printf("  VIOLATION (seed %" PRIu64 ", virtual time %.6f s): %s\n", seed,
          (double)r->violation_at / RV_NS_PER_S, r->violation);
   if (r->diagnosis)
-    printf("  diagnosis (the simulated world, as ravel unravel sees it):\n%s\n", r->diagnosis);
+    printf("  diagnosis:\n%s\n", r->diagnosis);
   printf("  last trace events (virtual time, what):\n%s", r->trace);
 }
 

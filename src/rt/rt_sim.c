@@ -331,6 +331,11 @@ void rv_sim_note(rv_sim_world *w, const char *fmt, ...) {
   memcpy(e->text, text, sizeof text);
 }
 
+/* A delivery's trace value: its length, and flags for a FIN or an RST. */
+#define SIM_TR_FIN (UINT64_C(1) << 31)
+#define SIM_TR_RST (UINT64_C(1) << 30)
+#define SIM_TR_LEN_MASK (SIM_TR_RST - 1)
+
 void rv_sim_trace_print(const rv_sim_world *w, FILE *f, int n) {
   if (n > RV_SIM_TRACE_KEEP)
     n = RV_SIM_TRACE_KEEP;
@@ -340,8 +345,8 @@ void rv_sim_trace_print(const rv_sim_world *w, FILE *f, int n) {
   for (uint64_t i = first; i < w->ntrace; i++) {
     const tr_entry *e = &w->trace[i % RV_SIM_TRACE_KEEP];
     fprintf(f, "  %12.6fs %-8s %s", (double)e->at / RV_NS_PER_S, names[e->kind], e->text);
-    if (e->kind == TR_DELIVER)
-      fprintf(f, " (%" PRIu64 " bytes)", e->b);
+    if (e->kind == TR_DELIVER && (e->b & SIM_TR_LEN_MASK))
+      fprintf(f, " (%" PRIu64 " bytes)", e->b & SIM_TR_LEN_MASK); /* the rest: FIN/RST flags */
     fprintf(f, "\n");
   }
 }
@@ -943,9 +948,9 @@ static void deliver(rv_sim_world *w, sim_link *l, int d) {
     if (!s->next)
       l->dir[d].tail = NULL;
     tr_entry *t = trace_add(w, TR_DELIVER, l->id * 2 + (uint64_t)d,
-                            s->len + (s->fin ? 1u << 31 : 0) + (s->rst ? 1u << 30 : 0));
+                            s->len + (s->fin ? SIM_TR_FIN : 0) + (s->rst ? SIM_TR_RST : 0));
     snprintf(t->text, sizeof t->text, "%s -> %s%s", src->proc->name, dst->proc->name,
-             s->fin ? " FIN" : s->rst ? " RST" : "");
+             s->fin ? ": TCP FIN (close)" : s->rst ? ": TCP RST (reset)" : "");
     if (dst->open && s->rst) {
       dst->rst = true;
       ep_wake(dst);

@@ -57,6 +57,7 @@ typedef struct dur_sc dur_sc;
 typedef struct body_rec {
   bool acked;
   uint32_t deliveries, fin_returns;
+  int64_t acked_at; /* virtual time the producer got OK */
 } body_rec;
 
 typedef struct seq_rec {
@@ -437,6 +438,7 @@ static void producer_main(void *arg) {
       rv_sleep(NULL, RETRY_NS);
     }
     sc->bodies[idx].acked = true;
+    sc->bodies[idx].acked_at = rv_sim_now(sc->w);
     sc->r->acknowledged++;
     rv_sim_note(sc->w, "acknowledged %s", body);
     rv_sleep(NULL, (int64_t)draw(sc, (uint64_t)(2 * gap) + 1));
@@ -533,6 +535,60 @@ static void consumer_main(void *arg) {
 
 /* ---- running ---------------------------------------------------------------------------------- */
 
+/* Bodies named one by one in the story of a loss; the rest are counted. */
+#define LOST_TOLD_MAX 8
+
+/*
+ * The diagnosis of acknowledged messages lost, found once the run is over (the queue's
+ * processes are gone, so there is no world to dump): each lost body with the crash that
+ * followed its acknowledgement, and what the timings say.
+ */
+static void lost_story(dur_sc *sc, int lost) {
+  char *d = sc->r->diagnosis;
+  size_t cap = sizeof sc->r->diagnosis, n = 0;
+  int told = 0, before_crash = 0;
+  int64_t worst_gap = 0;
+#define SAY(...) (n += (size_t)snprintf(d + n, n < cap ? cap - n : 0, __VA_ARGS__))
+  SAY("acknowledged bodies never delivered, with the queue crash that followed each "
+      "acknowledgement (every crash also crashed the queue's disk, losing or tearing what was "
+      "not synced):\n");
+  for (int i = 0; i < sc->nbodies; i++) {
+    const body_rec *b = &sc->bodies[i];
+    if (!b->acked || b->deliveries)
+      continue;
+    size_t k = 0;
+    while (k < sc->ncrash && sc->crash_at[k] < b->acked_at)
+      k++;
+    if (k < sc->ncrash) {
+      before_crash++;
+      int64_t gap = sc->crash_at[k] - b->acked_at;
+      worst_gap = gap > worst_gap ? gap : worst_gap;
+    }
+    if (told++ >= LOST_TOLD_MAX)
+      continue;
+    SAY("  p%d-%06d: acknowledged at %.6f s; ", i / sc->o.messages, i % sc->o.messages,
+        (double)b->acked_at / RV_NS_PER_S);
+    if (k < sc->ncrash)
+      SAY("the queue crashed %.1f ms later (at %.6f s, crash %zu of %zu)\n",
+          (double)(sc->crash_at[k] - b->acked_at) / RV_NS_PER_MS,
+          (double)sc->crash_at[k] / RV_NS_PER_S, k + 1, sc->ncrash);
+    else
+      SAY("no crash came after it\n");
+  }
+  if (told > LOST_TOLD_MAX)
+    SAY("  ... and %d more\n", told - LOST_TOLD_MAX);
+  if (before_crash == lost)
+    SAY("every one was acknowledged before a crash (at most %.1f ms before) and never seen "
+        "again: what a queue does when it answers a PUB before the write is synced, which a "
+        "crash of its disk then loses (a PUB must be answered only after its sync, "
+        "docs/queue.md)\n",
+        (double)worst_gap / RV_NS_PER_MS);
+  else
+    SAY("%d of %d came after the last crash: the queue lost them without a crash\n",
+        lost - before_crash, lost);
+#undef SAY
+}
+
 static void final_checks(dur_sc *sc, int run_rc) {
   rv_sim_durability_result *r = sc->r;
   if (!r->ok)
@@ -557,6 +613,7 @@ static void final_checks(dur_sc *sc, int run_rc) {
              "p%d-%06d) after %" PRIu64 " crashes%s",
              lost, first_lost / sc->o.messages, first_lost % sc->o.messages, r->crashes,
              sc->all_finished ? " (the server finished everything it still had)" : "");
+    lost_story(sc, lost);
     return;
   }
   if (run_rc != RV_OK || !sc->all_finished || unacked || unfinished) {

@@ -441,6 +441,15 @@ static void test_ack_before_sync_is_caught(void **state) {
   run_durability(1, true, &r);
   assert_false(r.ok);
   assert_non_null(strstr(r.violation, "acknowledged message lost"));
+  /* Found after the run: the diagnosis is the story of each lost body and its crash. */
+  const char *first = strstr(r.violation, "(first ");
+  assert_non_null(first);
+  char story[64];
+  snprintf(story, sizeof story, "%.9s: acknowledged at ", first + 7);
+  const char *told = strstr(r.diagnosis, story);
+  assert_non_null(told);
+  assert_non_null(strstr(told, "s; the queue crashed "));
+  assert_non_null(strstr(r.diagnosis, "every one was acknowledged before a crash"));
   int caught = 0;
   for (uint64_t seed = 2; seed <= 6; seed++) {
     run_durability(seed, true, &r);
