@@ -57,7 +57,8 @@ typedef struct dur_sc dur_sc;
 typedef struct body_rec {
   bool acked;
   uint32_t deliveries, fin_returns;
-  int64_t acked_at; /* virtual time the producer got OK */
+  int64_t sent_at;  /* virtual time of the PUB that was acknowledged */
+  int64_t acked_at; /* virtual time the producer got its OK */
 } body_rec;
 
 typedef struct seq_rec {
@@ -430,6 +431,7 @@ static void producer_main(void *arg) {
     int n = snprintf(body, sizeof body, "p%d-%06d", cp->index, i);
     for (;;) {
       rv_ctx *ctx = rv_ctx_with_timeout(NULL, 10 * RV_NS_PER_S);
+      sc->bodies[idx].sent_at = rv_sim_now(sc->w);
       int rc = rv_producer_pub(ctx, p, TOPIC, body, (size_t)n);
       rv_ctx_free(ctx);
       if (rc == RV_OK)
@@ -540,36 +542,37 @@ static void consumer_main(void *arg) {
 
 /*
  * The diagnosis of acknowledged messages lost, found once the run is over (the queue's
- * processes are gone, so there is no world to dump): each lost body with the crash that
- * followed its acknowledgement, and what the timings say.
+ * processes are gone, so there is no world to dump): each lost body with its PUB, its
+ * OK and the queue crash that came nearest after the PUB, and what the timings say.
  */
 static void lost_story(dur_sc *sc, int lost) {
   char *d = sc->r->diagnosis;
   size_t cap = sizeof sc->r->diagnosis, n = 0;
-  int told = 0, before_crash = 0;
-  int64_t worst_gap = 0;
+  int told = 0, in_flight = 0, after = 0;
 #define SAY(...) (n += (size_t)snprintf(d + n, n < cap ? cap - n : 0, __VA_ARGS__))
-  SAY("acknowledged bodies never delivered, with the queue crash that followed each "
-      "acknowledgement (every crash also crashed the queue's disk, losing or tearing what was "
-      "not synced):\n");
+  SAY("acknowledged bodies never delivered, each with its PUB, its OK and the first queue "
+      "crash after the PUB (every crash also crashed the queue's disk, losing or tearing what "
+      "was not synced):\n");
   for (int i = 0; i < sc->nbodies; i++) {
     const body_rec *b = &sc->bodies[i];
     if (!b->acked || b->deliveries)
       continue;
     size_t k = 0;
-    while (k < sc->ncrash && sc->crash_at[k] < b->acked_at)
+    while (k < sc->ncrash && sc->crash_at[k] < b->sent_at)
       k++;
-    if (k < sc->ncrash) {
-      before_crash++;
-      int64_t gap = sc->crash_at[k] - b->acked_at;
-      worst_gap = gap > worst_gap ? gap : worst_gap;
-    }
+    bool between = k < sc->ncrash && sc->crash_at[k] <= b->acked_at;
+    in_flight += between;
+    after += k < sc->ncrash && !between;
     if (told++ >= LOST_TOLD_MAX)
       continue;
-    SAY("  p%d-%06d: acknowledged at %.6f s; ", i / sc->o.messages, i % sc->o.messages,
-        (double)b->acked_at / RV_NS_PER_S);
-    if (k < sc->ncrash)
-      SAY("the queue crashed %.1f ms later (at %.6f s, crash %zu of %zu)\n",
+    SAY("  p%d-%06d: PUB at %.6f s, OK at %.6f s; ", i / sc->o.messages, i % sc->o.messages,
+        (double)b->sent_at / RV_NS_PER_S, (double)b->acked_at / RV_NS_PER_S);
+    if (between)
+      SAY("the queue crashed at %.6f s, in between (crash %zu of %zu): the OK was on its way "
+          "from a queue about to die\n",
+          (double)sc->crash_at[k] / RV_NS_PER_S, k + 1, sc->ncrash);
+    else if (k < sc->ncrash)
+      SAY("the queue crashed %.1f ms after the OK (at %.6f s, crash %zu of %zu)\n",
           (double)(sc->crash_at[k] - b->acked_at) / RV_NS_PER_MS,
           (double)sc->crash_at[k] / RV_NS_PER_S, k + 1, sc->ncrash);
     else
@@ -577,15 +580,16 @@ static void lost_story(dur_sc *sc, int lost) {
   }
   if (told > LOST_TOLD_MAX)
     SAY("  ... and %d more\n", told - LOST_TOLD_MAX);
-  if (before_crash == lost)
-    SAY("every one was acknowledged before a crash (at most %.1f ms before) and never seen "
-        "again: what a queue does when it answers a PUB before the write is synced, which a "
-        "crash of its disk then loses (a PUB must be answered only after its sync, "
-        "docs/queue.md)\n",
-        (double)worst_gap / RV_NS_PER_MS);
-  else
-    SAY("%d of %d came after the last crash: the queue lost them without a crash\n",
-        lost - before_crash, lost);
+  if (in_flight)
+    SAY("%d of %d were answered OK by a queue that crashed before the OK arrived, and lost "
+        "with its disk's unsynced writes: the queue acknowledged before its disk had them (a "
+        "PUB must be answered only after its sync, docs/queue.md)\n",
+        in_flight, lost);
+  if (after)
+    SAY("%d of %d were lost in a crash after their OK arrived\n", after, lost);
+  if (lost - in_flight - after)
+    SAY("%d of %d were lost with no crash after their PUB: the queue lost them by itself\n",
+        lost - in_flight - after, lost);
 #undef SAY
 }
 
