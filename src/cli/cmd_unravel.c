@@ -37,6 +37,9 @@ static void usage(FILE *f) {
           "  --hold-ms N             a lock held longer than N ms with waiters is reported (5000)\n"
           "  --wait-ms N             a thread waiting longer than N ms for a lock is reported (5000)\n"
           "  --bound-ms N            bound of the live collection (default 10000)\n"
+          "  --confirm-ms N          live: when the first capture shows a deadlock, capture again\n"
+          "                          N ms later and name only the deadlocks that stood across\n"
+          "                          both (default 300; 0: one capture)\n"
           "  -h, --help              show this help\n"
           "\n"
           "Exit status: 0 healthy, 1 problems found, 2 could not collect or read.\n");
@@ -60,6 +63,31 @@ static bool is_dir(const char *p) {
   return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The second live capture, into TMP/again, analysed against the first (in dir); NULL
+ * (the first result stands) when it cannot be made. */
+static json_t *confirm(rv_grab_opts *g, const char *tmp, const char *dir, int64_t confirm_ms,
+                       const rv_unravel_opts *uo) {
+  char *again = NULL, why[512] = "";
+  if (asprintf(&again, "%s/again", tmp) < 0)
+    return NULL;
+  rv_sleep(NULL, confirm_ms * RV_NS_PER_MS);
+  rv_grab_result res = {0};
+  json_t *result = NULL;
+  if (rv_grab_collect(g, again, &res, why, sizeof why) == RV_OK && res.files > 0) {
+    rv_unravel_opts o = *uo;
+    o.confirm_dir = dir;
+    result = rv_unravel_dir(again, &o, why, sizeof why);
+    if (result)
+      json_object_set_new(json_object_get(result, "stats"), "confirmed_after_ms",
+                          json_integer(confirm_ms));
+  }
+  if (!result)
+    fprintf(stderr, "ravel unravel: the second capture failed (%s); this is the first alone\n",
+            why[0] ? why : "nothing answered");
+  free(again);
+  return result;
+}
+
 int cmd_unravel(int argc, char **argv) {
   static const struct option longopts[] = {{"coord", required_argument, 0, 'c'},
                                            {"coord-admin", required_argument, 0, 'a'},
@@ -70,6 +98,7 @@ int cmd_unravel(int argc, char **argv) {
                                            {"hold-ms", required_argument, 0, 'H'},
                                            {"wait-ms", required_argument, 0, 'W'},
                                            {"bound-ms", required_argument, 0, 'b'},
+                                           {"confirm-ms", required_argument, 0, 'C'},
                                            {"help", no_argument, 0, 'h'},
                                            {0, 0, 0, 0}};
   static char coord_host[256] = "127.0.0.1", queue_host[256] = "127.0.0.1";
@@ -80,6 +109,7 @@ int cmd_unravel(int argc, char **argv) {
                         .wait_ms = RV_UNRAVEL_DEFAULT_WAIT_MS};
   bool json = false, live_opts = false;
   const char *report = NULL;
+  int64_t confirm_ms = RV_UNRAVEL_CONFIRM_MS;
   int ch;
   optind = 1;
   while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -126,6 +156,10 @@ int cmd_unravel(int argc, char **argv) {
     case 'H': uo.hold_ms = cli_int_opt("unravel", "--hold-ms", optarg, 1, 86400000); break;
     case 'W': uo.wait_ms = cli_int_opt("unravel", "--wait-ms", optarg, 1, 86400000); break;
     case 'b': g.bound_ms = cli_int_opt("unravel", "--bound-ms", optarg, 500, 600000); break;
+    case 'C':
+      live_opts = true;
+      confirm_ms = cli_int_opt("unravel", "--confirm-ms", optarg, 0, 60000);
+      break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -189,6 +223,25 @@ int cmd_unravel(int argc, char **argv) {
     fprintf(stderr, "ravel unravel: %s\n", why);
     goto out;
   }
+  size_t first_cycles = json_array_size(json_object_get(result, "cycles"));
+  bool confirmed = false;
+  if (!input && confirm_ms > 0 && first_cycles > 0) {
+    /* A deadlock stands; a cycle joined from waits caught in passing does not.  Capture
+     * again and keep only what stood across both (rv_unravel_opts.confirm_dir). */
+    json_t *again = confirm(&g, tmp, dir, confirm_ms, &uo);
+    if (again) {
+      confirmed = true;
+      json_decref(result);
+      result = again;
+      free(dir);
+      dir = NULL;
+      if (asprintf(&dir, "%s/again", tmp) < 0) {
+        dir = NULL;
+        json_decref(result);
+        goto out;
+      }
+    }
+  }
   json_object_set_new(json_object_get(result, "stats"), "total_ms",
                       json_integer((rv_now_ns() - t0) / RV_NS_PER_MS));
   json_object_set_new(result, "source", json_string(input ? input : "live"));
@@ -215,6 +268,16 @@ int cmd_unravel(int argc, char **argv) {
            (long long)json_integer_value(json_object_get(st, "processes")),
            (long long)json_integer_value(json_object_get(st, "analysis_ms")),
            (long long)json_integer_value(json_object_get(st, "total_ms")));
+    if (confirmed) {
+      size_t n = json_array_size(json_object_get(result, "cycles"));
+      if (n)
+        printf("(%s stood across two captures %lld ms apart)\n",
+               n == 1 ? "the deadlock" : "the deadlocks", (long long)confirm_ms);
+      if (n < first_cycles)
+        printf("(the first capture showed %zu more cycle(s) that a second capture %lld ms later "
+               "did not confirm: waits caught in passing)\n",
+               first_cycles - n, (long long)confirm_ms);
+    }
     if (report && status != 2)
       printf("report: %s\n", report);
   }

@@ -251,6 +251,68 @@ static void load_procs(ur *u) {
   free(ents);
 }
 
+/* ---- confirmation by an earlier capture ---------------------------------------------------- */
+
+/* When thread t's wait began, on its process's monotonic clock (-1: unknown). */
+static long long wait_start(const json_t *threads_json, const json_t *t) {
+  const json_t *w = json_object_get(t, "wait");
+  const json_t *mono = json_object_get(threads_json, "taken_mono_ns");
+  if (!json_is_object(w) || !json_is_integer(mono))
+    return -1;
+  return (long long)json_integer_value(mono) - ur_jint(w, "waiting_ns");
+}
+
+static bool same_wait(const json_t *now_root, const json_t *now, const json_t *then_root,
+                      const json_t *then) {
+  const json_t *a = json_object_get(now, "wait"), *b = json_object_get(then, "wait");
+  long long sa = wait_start(now_root, now), sb = wait_start(then_root, then);
+  return json_is_object(a) && json_is_object(b) && sa >= 0 && sa == sb &&
+         strcmp(ur_jstr(a, "kind"), ur_jstr(b, "kind")) == 0 &&
+         strcmp(ur_jstr(a, "what"), ur_jstr(b, "what")) == 0 &&
+         ur_jint(a, "obj_id") == ur_jint(b, "obj_id");
+}
+
+/*
+ * Mark as moving every waiting thread whose wait is not the one it had in the earlier
+ * capture in dir (its process's folder of the same name).  A thread blocked across both
+ * captures kept one wait, begun before the first; a wait that ended in between (and
+ * perhaps began again) did not, and no cycle is drawn through it.
+ */
+static void confirm_against(ur *u, const char *dir) {
+  for (size_t pi = 0; pi < u->nprocs; pi++) {
+    ur_proc *p = &u->procs[pi];
+    if (!p->threads)
+      continue;
+    json_t *then = load_json(dir, p->dir, "threads.json");
+    bool same_proc = then && ur_jint(then, "pid") == ur_jint(p->threads, "pid");
+    ur_smap ids = {0};
+    size_t i;
+    const json_t *t;
+    if (same_proc)
+      json_array_foreach(json_object_get(then, "threads"), i, t) {
+        char key[32];
+        snprintf(key, sizeof key, "%lld", ur_jint(t, "id"));
+        ur_smap_put(&ids, key, i);
+      }
+    json_array_foreach(json_object_get(p->threads, "threads"), i, t) {
+      if (!json_is_object(json_object_get(t, "wait")))
+        continue;
+      char key[32];
+      size_t j;
+      snprintf(key, sizeof key, "%lld", ur_jint(t, "id"));
+      const json_t *old = same_proc && ur_smap_get(&ids, key, &j)
+                              ? json_array_get(json_object_get(then, "threads"), j)
+                              : NULL;
+      if (!old || !same_wait(p->threads, t, then, old)) {
+        json_object_set_new((json_t *)t, "moving", json_true());
+        u->unconfirmed++;
+      }
+    }
+    smap_free(&ids);
+    json_decref(then);
+  }
+}
+
 /* ---- the graph ---------------------------------------------------------------------------- */
 
 static const char *verb_of(const char *kind) {
@@ -836,6 +898,8 @@ json_t *rv_unravel_dir(const char *dir, const rv_unravel_opts *o, char *why, siz
       ur_smap_put(&u.dlocks, ur_jstr(lj, "lock"), li);
   }
   load_procs(&u);
+  if (o && o->confirm_dir)
+    confirm_against(&u, o->confirm_dir);
   /* The same order every time, whatever the manifest's: by name. */
   if (u.nprocs > 1)
     qsort(u.procs, u.nprocs, sizeof *u.procs, cmp_proc);
@@ -869,9 +933,10 @@ json_t *rv_unravel_dir(const char *dir, const rv_unravel_opts *o, char *why, siz
   json_t *res = ur_explain(&u);
   json_object_set_new(
       res, "stats",
-      json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "processes", (json_int_t)u.nprocs, "threads",
+      json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "processes", (json_int_t)u.nprocs, "threads",
                 (json_int_t)u.nthreads, "dlocks", (json_int_t)u.ndlocks, "nodes", (json_int_t)u.nn,
                 "edges", (json_int_t)u.ne, "granted_since_dump", (json_int_t)u.granted_since_dump,
+                "unconfirmed_waits", (json_int_t)u.unconfirmed,
                 "analysis_ms", (json_int_t)(mono_ms() - t0)));
   ur_free(&u);
   return res;

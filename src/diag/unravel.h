@@ -29,9 +29,19 @@
 #define RV_UNRAVEL_DEFAULT_HOLD_MS 5000
 #define RV_UNRAVEL_DEFAULT_WAIT_MS 5000
 
+/* Live: the gap before the capture that confirms a deadlock (ravel unravel --confirm-ms). */
+#define RV_UNRAVEL_CONFIRM_MS 300
+
 typedef struct rv_unravel_opts {
   int64_t hold_ms; /* a lock held longer than this with waiters is a finding (0: default) */
   int64_t wait_ms; /* a thread waiting longer than this for a lock is a finding (0: default) */
+  /*
+   * An earlier collection of the same system (NULL: none).  A thread whose wait is not
+   * the very one it had there (same process, kind, object and start) is taken as
+   * moving: its wait makes no edge, so only deadlocks that stood across both captures
+   * are named (a blocked thread's wait does not change; a passing one does).
+   */
+  const char *confirm_dir;
 } rv_unravel_opts;
 
 /*

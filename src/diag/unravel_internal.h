@@ -80,6 +80,7 @@ typedef struct ur {
   size_t ncycles, capcycles;
   size_t nthreads, ndlocks;
   size_t granted_since_dump; /* dlock waits in a dump that coord's table shows granted */
+  size_t unconfirmed;        /* waits not the same as in the earlier capture (confirm_dir) */
 } ur;
 
 void *ur_xrealloc(void *p, size_t n);

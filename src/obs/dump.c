@@ -395,7 +395,10 @@ static json_t *locks_json(const rv_snapshot *s) {
 static char *render_json(const rv_snapshot *s, const rv_deadlocks *d, rv_dump_view view) {
   char when[RV_LOG_TS_MAX];
   rv_log_format_ts(when, s->taken_wall_ns);
-  json_t *root = json_pack("{s:i, s:s}", "pid", s->pid, "taken_at", when);
+  /* taken_mono_ns: the process's monotonic clock, so two dumps of one process can tell
+   * a wait that went on (the same start, taken_mono_ns - waiting_ns) from a new one. */
+  json_t *root = json_pack("{s:i, s:s, s:I}", "pid", s->pid, "taken_at", when, "taken_mono_ns",
+                           (json_int_t)s->taken_mono_ns);
   if (view == RV_DUMP_THREADS) {
     json_t *threads = json_array();
     for (size_t i = 0; i < s->nthreads; i++)

@@ -36,12 +36,14 @@ grep -q 'which waits for .* to release its read lock: a deadlock' <<<"$out" || f
 grep -q 'and the distributed lock on "acct-' <<<"$out" || fail "the distributed lock held is not named"
 grep -q 'messages are in flight on them' <<<"$out" || fail "the queue's in-flight messages are not named"
 grep -q '^VERDICT: UNHEALTHY' <<<"$out" || fail "no UNHEALTHY verdict"
+grep -q 'stood across two captures 300 ms apart' <<<"$out" || fail "the deadlock was not confirmed by a second capture"
 
 # The same diagnosis from an archive: grab, then live again, then the archive.
 "$bin" grab $(live_args) --out "$tmp/incident.tar.gz" --quiet; rc=$?
 [ $rc = 0 ] || fail "ravel grab exited $rc"
 "$bin" unravel $(live_args) --json >"$tmp/live.json"; rc=$?
 [ $rc = 1 ] || fail "ravel unravel --json (live) exited $rc"
+grep -q '"confirmed_after_ms": 300' "$tmp/live.json" || fail "no confirmed_after_ms in the live JSON"
 "$bin" unravel "$tmp/incident.tar.gz" --json --report "$tmp/report.html" >"$tmp/archive.json"; rc=$?
 [ $rc = 1 ] || fail "ravel unravel ARCHIVE exited $rc, expected 1"
 [ -s "$tmp/report.html" ] || fail "no HTML report written"

@@ -169,6 +169,42 @@ static void test_skewed_capture(void **state) {
   json_decref(r);
 }
 
+/* Live, a deadlock is confirmed by a second capture: a cycle whose every wait is the same
+ * one (same start) in both stood across them; one with a wait begun in between did not. */
+static json_t *analyse_against(const char *name, const char *earlier) {
+  char *dir = fixture(name), *then = earlier ? fixture(earlier) : NULL;
+  char why[256] = "";
+  json_t *r = rv_unravel_dir(dir, &(rv_unravel_opts){.confirm_dir = then}, why, sizeof why);
+  if (!r)
+    fail_msg("rv_unravel_dir(%s): %s", dir, why);
+  free(dir);
+  free(then);
+  return r;
+}
+
+static long long stat_of(const json_t *r, const char *key) {
+  return (long long)json_integer_value(json_object_get(json_object_get(r, "stats"), key));
+}
+
+static void test_confirmed_by_second_capture(void **state) {
+  (void)state;
+  json_t *r = analyse_against("confirm/now", NULL);
+  assert_int_equal(json_array_size(json_object_get(r, "cycles")), 1);
+  json_decref(r);
+  r = analyse_against("confirm/now", "confirm/then");
+  assert_int_equal(json_array_size(json_object_get(r, "cycles")), 1);
+  assert_int_equal(stat_of(r, "unconfirmed_waits"), 0);
+  json_decref(r);
+  r = analyse_against("confirm/moved", NULL); /* alone, it looks like the same deadlock */
+  assert_int_equal(json_array_size(json_object_get(r, "cycles")), 1);
+  json_decref(r);
+  r = analyse_against("confirm/moved", "confirm/then");
+  assert_int_equal(json_array_size(json_object_get(r, "cycles")), 0);
+  assert_int_equal(stat_of(r, "unconfirmed_waits"), 1);
+  assert_false(has_edge(r, "a/1/t6", "a/1/l2"));
+  json_decref(r);
+}
+
 static void test_healthy(void **state) {
   (void)state;
   json_t *r = analyse("healthy");
@@ -324,6 +360,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_incident),     cmocka_unit_test(test_cross_process),
       cmocka_unit_test(test_skewed_capture),
+      cmocka_unit_test(test_confirmed_by_second_capture),
       cmocka_unit_test(test_healthy),      cmocka_unit_test(test_thresholds),
       cmocka_unit_test(test_report_model), cmocka_unit_test(test_not_a_collection),
       cmocka_unit_test(test_scale),
