@@ -63,13 +63,11 @@ static bool is_dir(const char *p) {
   return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* The second live capture, into TMP/again, analysed against the first (in dir); NULL
- * (the first result stands) when it cannot be made. */
-static json_t *confirm(rv_grab_opts *g, const char *tmp, const char *dir, int64_t confirm_ms,
+/* The second live capture, into again, analysed against the first (in dir); NULL (the
+ * first result stands) when it cannot be made. */
+static json_t *confirm(rv_grab_opts *g, const char *again, const char *dir, int64_t confirm_ms,
                        const rv_unravel_opts *uo) {
-  char *again = NULL, why[512] = "";
-  if (asprintf(&again, "%s/again", tmp) < 0)
-    return NULL;
+  char why[512] = "";
   rv_sleep(NULL, confirm_ms * RV_NS_PER_MS);
   rv_grab_result res = {0};
   json_t *result = NULL;
@@ -84,7 +82,6 @@ static json_t *confirm(rv_grab_opts *g, const char *tmp, const char *dir, int64_
   if (!result)
     fprintf(stderr, "ravel unravel: the second capture failed (%s); this is the first alone\n",
             why[0] ? why : "nothing answered");
-  free(again);
   return result;
 }
 
@@ -228,18 +225,20 @@ int cmd_unravel(int argc, char **argv) {
   if (!input && confirm_ms > 0 && first_cycles > 0) {
     /* A deadlock stands; a cycle joined from waits caught in passing does not.  Capture
      * again and keep only what stood across both (rv_unravel_opts.confirm_dir). */
-    json_t *again = confirm(&g, tmp, dir, confirm_ms, &uo);
+    char *again_dir = NULL;
+    json_t *again = NULL;
+    if (asprintf(&again_dir, "%s/again", tmp) < 0)
+      again_dir = NULL;
+    else
+      again = confirm(&g, again_dir, dir, confirm_ms, &uo);
     if (again) {
       confirmed = true;
       json_decref(result);
       result = again;
       free(dir);
-      dir = NULL;
-      if (asprintf(&dir, "%s/again", tmp) < 0) {
-        dir = NULL;
-        json_decref(result);
-        goto out;
-      }
+      dir = again_dir; /* the report reads the capture the result describes */
+    } else {
+      free(again_dir);
     }
   }
   json_object_set_new(json_object_get(result, "stats"), "total_ms",

@@ -441,14 +441,24 @@ static sim_node *resolve(sim_volume *v, const char *path, sim_node **dir, char *
 }
 
 /* Resolve a path that must end in a name inside an existing directory. */
-static int resolve_parent(sim_volume *v, const char *path, sim_node **dir, char *leaf, sim_node **node) {
+/* A path looked up on the calling process's volume. */
+typedef struct sim_lookup {
+  sim_volume *v;
+  sim_node *dir;  /* the directory holding it (NULL for the root) */
+  sim_node *node; /* NULL when absent */
+  char leaf[RV_FS_NAME_MAX + 1];
+} sim_lookup;
+
+/* Look path up; entry: it must be an entry of a directory (not the root itself). */
+static int lookup(const char *path, bool entry, sim_lookup *l) {
+  l->v = volume_current();
+  if (!l->v)
+    return RV_EINVAL;
   int err;
-  *node = resolve(v, path, dir, leaf, &err);
-  if (err != RV_OK)
-    return err;
-  if (!*dir)
-    return RV_EINVAL; /* the root itself */
-  return RV_OK;
+  l->node = resolve(l->v, path, &l->dir, l->leaf, &err);
+  if (err == RV_OK && entry && !l->dir)
+    err = RV_EINVAL;
+  return err;
 }
 
 /*
@@ -540,14 +550,13 @@ int rv__simfs_open(rv_file **out, const char *path, unsigned flags) {
   if (!(flags & RV_FS_RDWR) || ((flags & RV_FS_TRUNC) && !(flags & RV_FS_WRITE)) ||
       ((flags & RV_FS_EXCL) && !(flags & RV_FS_CREATE)))
     return RV_EINVAL;
-  sim_volume *v = volume_current();
-  if (!v)
-    return RV_EINVAL;
-  sim_node *dir, *node;
-  char leaf[RV_FS_NAME_MAX + 1];
-  int rc = resolve_parent(v, path, &dir, leaf, &node);
+  sim_lookup l;
+  int rc = lookup(path, true, &l);
   if (rc != RV_OK)
     return rc;
+  sim_volume *v = l.v;
+  sim_node *dir = l.dir, *node = l.node;
+  const char *leaf = l.leaf;
   if (node && node->is_dir)
     return RV_EINVAL;
   if (node && (flags & RV_FS_EXCL))
@@ -679,18 +688,16 @@ int rv__simfs_sync(rv_file *file) {
 }
 
 int rv__simfs_rename(const char *from, const char *to) {
-  sim_volume *v = volume_current();
-  if (!v)
-    return RV_EINVAL;
-  sim_node *fdir, *tdir, *node, *old;
-  char fleaf[RV_FS_NAME_MAX + 1], tleaf[RV_FS_NAME_MAX + 1];
-  int rc = resolve_parent(v, from, &fdir, fleaf, &node);
-  if (rc == RV_OK && !node)
+  sim_lookup f, t;
+  int rc = lookup(from, true, &f);
+  if (rc == RV_OK && !f.node)
     rc = RV_ENOTFOUND;
   if (rc == RV_OK)
-    rc = resolve_parent(v, to, &tdir, tleaf, &old);
+    rc = lookup(to, true, &t);
   if (rc != RV_OK)
     return rc;
+  sim_node *fdir = f.dir, *tdir = t.dir, *node = f.node, *old = t.node;
+  const char *fleaf = f.leaf, *tleaf = t.leaf;
   if (old == node)
     return RV_OK;
   if (old && (old->is_dir || node->is_dir))
@@ -714,14 +721,12 @@ int rv__simfs_rename(const char *from, const char *to) {
 /* unlink (dir false) or rmdir (dir true, only when empty): the name goes at once; the removal
  * is durable only when the directory is synced. */
 static int remove_entry(const char *path, bool dir_wanted) {
-  sim_volume *v = volume_current();
-  if (!v)
-    return RV_EINVAL;
-  sim_node *dir, *node;
-  char leaf[RV_FS_NAME_MAX + 1];
-  int rc = resolve_parent(v, path, &dir, leaf, &node);
+  sim_lookup l;
+  int rc = lookup(path, true, &l);
   if (rc != RV_OK)
     return rc;
+  sim_node *dir = l.dir, *node = l.node;
+  const char *leaf = l.leaf;
   if (!node)
     return RV_ENOTFOUND;
   if (node->is_dir != dir_wanted)
@@ -737,17 +742,15 @@ static int remove_entry(const char *path, bool dir_wanted) {
 int rv__simfs_unlink(const char *path) { return remove_entry(path, false); }
 
 int rv__simfs_mkdir(const char *path) {
-  sim_volume *v = volume_current();
-  if (!v)
-    return RV_EINVAL;
-  sim_node *dir, *node;
-  char leaf[RV_FS_NAME_MAX + 1];
-  int err;
-  node = resolve(v, path, &dir, leaf, &err);
+  sim_lookup l;
+  int err = lookup(path, false, &l);
   if (err != RV_OK)
     return err;
-  if (node)
+  if (l.node)
     return RV_EEXIST;
+  sim_volume *v = l.v;
+  sim_node *dir = l.dir, *node;
+  const char *leaf = l.leaf;
   if (!(node = node_new(v, true)))
     return RV_ENOMEM;
   int rc = dmap_set(&dir->cur_ents, leaf, node);
@@ -763,25 +766,22 @@ int rv__simfs_mkdir(const char *path) {
 int rv__simfs_rmdir(const char *path) { return remove_entry(path, true); }
 
 int rv__simfs_sync_dir(const char *path) {
-  sim_volume *v = volume_current();
-  if (!v)
-    return RV_EINVAL;
-  sim_node *dir, *node;
-  char leaf[RV_FS_NAME_MAX + 1];
-  int err;
-  node = resolve(v, path, &dir, leaf, &err);
-  if (err == RV_OK && !node)
+  sim_lookup l;
+  int err = lookup(path, false, &l);
+  if (err == RV_OK && !l.node)
     err = RV_ENOTFOUND;
-  if (err == RV_OK && !node->is_dir)
+  if (err == RV_OK && !l.node->is_dir)
     err = RV_EINVAL;
   if (err != RV_OK)
     return err;
+  sim_volume *v = l.v;
   if ((err = sync_wait(v, RV_SIM_DISK_SYNC_NS)) != RV_OK)
     return err;
   /* Look again: other coroutines of the process ran during the sync. */
-  node = resolve(v, path, &dir, leaf, &err);
-  if (err != RV_OK || !node || !node->is_dir)
+  err = lookup(path, false, &l);
+  if (err != RV_OK || !l.node || !l.node->is_dir)
     return err != RV_OK ? err : RV_ENOTFOUND;
+  sim_node *node = l.node;
   rv_sim_note(rv__sim_tls, "disk dirsync %s #%" PRIu64 " %zu entries", v->name, node->id,
               node->cur_ents.n);
   err = file_make_durable(v, node);
@@ -804,15 +804,11 @@ int rv__simfs_syncfs(const char *path) {
 }
 
 int rv__simfs_stat(const char *path, rv_fs_info *st) {
-  sim_volume *v = volume_current();
-  if (!v)
-    return RV_EINVAL;
-  sim_node *dir, *node;
-  char leaf[RV_FS_NAME_MAX + 1];
-  int err;
-  node = resolve(v, path, &dir, leaf, &err);
+  sim_lookup l;
+  int err = lookup(path, false, &l);
   if (err != RV_OK)
     return err;
+  const sim_node *node = l.node;
   if (!node)
     return RV_ENOTFOUND;
   st->is_dir = node->is_dir;
@@ -821,15 +817,11 @@ int rv__simfs_stat(const char *path, rv_fs_info *st) {
 }
 
 int rv__simfs_list(const char *path, char ***names, size_t *n) {
-  sim_volume *v = volume_current();
-  if (!v)
-    return RV_EINVAL;
-  sim_node *dir, *node;
-  char leaf[RV_FS_NAME_MAX + 1];
-  int err;
-  node = resolve(v, path, &dir, leaf, &err);
+  sim_lookup l;
+  int err = lookup(path, false, &l);
   if (err != RV_OK)
     return err;
+  const sim_node *node = l.node;
   if (!node)
     return RV_ENOTFOUND;
   if (!node->is_dir)

@@ -366,3 +366,16 @@ char *sim_diagnosis_text(rv_sim_proc *const *procs, size_t nprocs, const rv_sim_
     snprintf(text, sizeof why + 32, "(no diagnosis: %s)\n", why);
   return text;
 }
+
+void sim_coord_serve(sim_verdict *v, const rv_coord_opts *o, rv_coord **coord, bool *up) {
+  char why[256];
+  if (rv_coord_start(coord, o, why, sizeof why) != RV_OK) {
+    sim_violation(v, "coord did not start: %s", why);
+    return;
+  }
+  *up = true;
+  rv_coord_run(*coord);
+  *up = false;
+  rv_coord_free(*coord);
+  *coord = NULL;
+}

@@ -138,4 +138,13 @@ char *sim_diagnose(rv_sim_proc *const *procs, size_t nprocs, const rv_sim_proc *
 char *sim_diagnosis_text(rv_sim_proc *const *procs, size_t nprocs, const rv_sim_proc *coord_proc,
                          struct rv_coord *coord, struct rv_qsrv *queue);
 
+/*
+ * The body of a simulated coord process: start coord with o (a struct rv_coord_opts),
+ * run it until it stops or its process is killed, free it.  *coord and *up describe it
+ * to the checks meanwhile; a coord that does not start is a violation of v.
+ */
+struct rv_coord_opts;
+void sim_coord_serve(sim_verdict *v, const struct rv_coord_opts *o, struct rv_coord **coord,
+                     bool *up);
+
 #endif

@@ -546,13 +546,16 @@ static void consumer_main(void *arg) {
  * OK and the queue crash that came nearest after the PUB, and what the timings say.
  */
 static void lost_story(dur_sc *sc, int lost) {
-  char *d = sc->r->diagnosis;
-  size_t cap = sizeof sc->r->diagnosis, n = 0;
+  char *text = NULL;
+  size_t len;
+  FILE *f = open_memstream(&text, &len);
+  if (!f)
+    return;
   int told = 0, in_flight = 0, after = 0;
-#define SAY(...) (n += (size_t)snprintf(d + n, n < cap ? cap - n : 0, __VA_ARGS__))
-  SAY("acknowledged bodies never delivered, each with its PUB, its OK and the first queue "
-      "crash after the PUB (every crash also crashed the queue's disk, losing or tearing what "
-      "was not synced):\n");
+  fprintf(f,
+          "acknowledged bodies never delivered, each with its PUB, its OK and the first queue "
+          "crash after the PUB (every crash also crashed the queue's disk, losing or tearing what "
+          "was not synced):\n");
   for (int i = 0; i < sc->nbodies; i++) {
     const body_rec *b = &sc->bodies[i];
     if (!b->acked || b->deliveries)
@@ -565,32 +568,36 @@ static void lost_story(dur_sc *sc, int lost) {
     after += k < sc->ncrash && !between;
     if (told++ >= LOST_TOLD_MAX)
       continue;
-    SAY("  p%d-%06d: PUB at %.6f s, OK at %.6f s; ", i / sc->o.messages, i % sc->o.messages,
-        (double)b->sent_at / RV_NS_PER_S, (double)b->acked_at / RV_NS_PER_S);
+    fprintf(f, "  p%d-%06d: PUB at %.6f s, OK at %.6f s; ", i / sc->o.messages, i % sc->o.messages,
+            (double)b->sent_at / RV_NS_PER_S, (double)b->acked_at / RV_NS_PER_S);
     if (between)
-      SAY("the queue crashed at %.6f s, in between (crash %zu of %zu): the OK was on its way "
-          "from a queue about to die\n",
-          (double)sc->crash_at[k] / RV_NS_PER_S, k + 1, sc->ncrash);
+      fprintf(f,
+              "the queue crashed at %.6f s, in between (crash %zu of %zu): the OK was on its way "
+              "from a queue about to die\n",
+              (double)sc->crash_at[k] / RV_NS_PER_S, k + 1, sc->ncrash);
     else if (k < sc->ncrash)
-      SAY("the queue crashed %.1f ms after the OK (at %.6f s, crash %zu of %zu)\n",
-          (double)(sc->crash_at[k] - b->acked_at) / RV_NS_PER_MS,
-          (double)sc->crash_at[k] / RV_NS_PER_S, k + 1, sc->ncrash);
+      fprintf(f, "the queue crashed %.1f ms after the OK (at %.6f s, crash %zu of %zu)\n",
+              (double)(sc->crash_at[k] - b->acked_at) / RV_NS_PER_MS,
+              (double)sc->crash_at[k] / RV_NS_PER_S, k + 1, sc->ncrash);
     else
-      SAY("no crash came after it\n");
+      fprintf(f, "no crash came after it\n");
   }
   if (told > LOST_TOLD_MAX)
-    SAY("  ... and %d more\n", told - LOST_TOLD_MAX);
+    fprintf(f, "  ... and %d more\n", told - LOST_TOLD_MAX);
   if (in_flight)
-    SAY("%d of %d were answered OK by a queue that crashed before the OK arrived, and lost "
-        "with its disk's unsynced writes: the queue acknowledged before its disk had them (a "
-        "PUB must be answered only after its sync, docs/queue.md)\n",
-        in_flight, lost);
+    fprintf(f,
+            "%d of %d were answered OK by a queue that crashed before the OK arrived, and lost "
+            "with its disk's unsynced writes: the queue acknowledged before its disk had them (a "
+            "PUB must be answered only after its sync, docs/queue.md)\n",
+            in_flight, lost);
   if (after)
-    SAY("%d of %d were lost in a crash after their OK arrived\n", after, lost);
+    fprintf(f, "%d of %d were lost in a crash after their OK arrived\n", after, lost);
   if (lost - in_flight - after)
-    SAY("%d of %d were lost with no crash after their PUB: the queue lost them by itself\n",
-        lost - in_flight - after, lost);
-#undef SAY
+    fprintf(f, "%d of %d were lost with no crash after their PUB: the queue lost them by itself\n",
+            lost - in_flight - after, lost);
+  fclose(f);
+  snprintf(sc->r->diagnosis, sizeof sc->r->diagnosis, "%s", text ? text : "");
+  free(text);
 }
 
 static void final_checks(dur_sc *sc, int run_rc) {

@@ -131,18 +131,7 @@ static void coord_main(void *arg) {
   rv_log *log = rv_log_new(2, RV_LOG_ERROR, "coord");
   rv_coord_opts o = {.host = rv_sim_proc_addr(sc->coord_proc), .port = COORD_PORT,
                      .no_admin = true, .data_dir = COORD_DATA_DIR, .log = log};
-  char why[256];
-  int rc = rv_coord_start(&sc->coord, &o, why, sizeof why);
-  if (rc != RV_OK) {
-    violation(sc, "coord did not start: %s", why);
-    rv_log_free(log);
-    return;
-  }
-  sc->coord_up = true;
-  rv_coord_run(sc->coord);
-  sc->coord_up = false;
-  rv_coord_free(sc->coord);
-  sc->coord = NULL;
+  sim_coord_serve(&sc->verdict, &o, &sc->coord, &sc->coord_up);
   rv_log_free(log);
 }
 

@@ -172,16 +172,7 @@ static void coord_main(void *arg) {
   rv_coord_opts o = {.host = rv_sim_proc_addr(sc->coord_proc), .port = COORD_PORT,
                      .no_admin = true, .data_dir = sc->dir, .log = sc->log,
                      .config_sync_full = sc->o.crashes};
-  char why[256];
-  if (rv_coord_start(&sc->coord, &o, why, sizeof why) != RV_OK) {
-    violation(sc, "coord did not start: %s", why);
-    return;
-  }
-  sc->coord_up = true;
-  rv_coord_run(sc->coord);
-  sc->coord_up = false;
-  rv_coord_free(sc->coord);
-  sc->coord = NULL;
+  sim_coord_serve(&sc->verdict, &o, &sc->coord, &sc->coord_up);
 }
 
 static void queue_main(void *arg) {
